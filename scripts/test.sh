@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test suite: set up (or reuse) the environment, lint, then run pytest. Extra arguments go to
+# pytest (e.g. `-m "not integration"` for the fast unit tier alone).
+set -euo pipefail
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$repo_root/scripts/setup-env.sh"
+venv="${WORKBENCH_VENV:-$repo_root/.venv}"
+cd "$repo_root"
+"$venv/bin/ruff" check .
+exec "$venv/bin/python" -m pytest "$@"

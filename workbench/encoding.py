@@ -1,0 +1,113 @@
+"""Tokenise prompts and answers into padded batches with exact prompt / answer token masks.
+
+Prompt and answer are tokenised separately (``add_special_tokens=False``) and concatenated, so
+the boundary between them is exact; BOS is prepended when the model's own tokenizer would
+(recorded as ``ModelProvenance.prepend_bos``). Position ids follow the attention mask, so left-
+and right-padded batches give the same activations at real tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+from .errors import DataFormatError
+from .pairs import ContrastPair, _split_source
+
+Side = Literal["positive", "negative", "prompt"]
+SIDES: tuple[str, ...] = ("positive", "negative", "prompt")
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """A padded batch. ``prompt_mask`` and ``answer_mask`` are False on padding and BOS."""
+
+    input_ids: Int[Tensor, "batch seq"]
+    attention_mask: Int[Tensor, "batch seq"]
+    position_ids: Int[Tensor, "batch seq"]
+    prompt_mask: Bool[Tensor, "batch seq"]
+    answer_mask: Bool[Tensor, "batch seq"]
+    last_prompt_index: Int[Tensor, " batch"]
+
+    def to(self, device: str | torch.device) -> EncodedBatch:
+        return EncodedBatch(**{k: getattr(self, k).to(device) for k in self.__dataclass_fields__})
+
+
+def encode_pairs(
+    tokenizer,
+    pairs: Sequence[ContrastPair],
+    side: Side,
+    *,
+    prepend_bos: bool,
+    padding_side: Literal["left", "right"] = "right",
+    max_length: int | None = None,
+) -> EncodedBatch:
+    """Encode ``prompt + answer`` of one side of each pair (``"prompt"``: the prompt alone).
+
+    ``max_length`` (the model's context) is checked per pair; an over-long pair raises
+    :class:`DataFormatError` naming its file, line and the field that makes it too long.
+    """
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    if not pairs:
+        raise ValueError("cannot encode an empty list of pairs")
+    prompts = [p.prompt for p in pairs]
+    answers = [getattr(p, side) if side != "prompt" else "" for p in pairs]
+    prompt_ids = _tokenize(tokenizer, prompts)
+    answer_ids = _tokenize(tokenizer, answers)
+    bos = [tokenizer.bos_token_id] if prepend_bos else []
+    for pair, prompt, answer in zip(pairs, prompt_ids, answer_ids):
+        if not bos and not prompt:
+            path, line = _split_source(pair.source)
+            raise DataFormatError(
+                "is empty and the model takes no BOS token, so there is no context to condition "
+                "on",
+                path=path,
+                line=line,
+                field="prompt",
+            )
+        total = len(bos) + len(prompt) + len(answer)
+        if max_length is not None and total > max_length:
+            path, line = _split_source(pair.source)
+            culprit = "prompt" if len(bos) + len(prompt) > max_length else side
+            raise DataFormatError(
+                f"pair {pair.id!r} is {total} tokens, longer than the model's context of "
+                f"{max_length}",
+                path=path,
+                line=line,
+                field=culprit,
+            )
+
+    lengths = [len(bos) + len(p) + len(a) for p, a in zip(prompt_ids, answer_ids)]
+    width = max(lengths)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    batch = len(pairs)
+    input_ids = torch.full((batch, width), pad, dtype=torch.long)
+    attention_mask = torch.zeros((batch, width), dtype=torch.long)
+    prompt_mask = torch.zeros((batch, width), dtype=torch.bool)
+    answer_mask = torch.zeros((batch, width), dtype=torch.bool)
+    last_prompt = torch.zeros(batch, dtype=torch.long)
+    for row, (prompt, answer) in enumerate(zip(prompt_ids, answer_ids)):
+        ids = bos + prompt + answer
+        start = width - len(ids) if padding_side == "left" else 0
+        input_ids[row, start : start + len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, start : start + len(ids)] = 1
+        prompt_start = start + len(bos)
+        prompt_end = prompt_start + len(prompt)
+        prompt_mask[row, prompt_start:prompt_end] = True
+        answer_mask[row, prompt_end : prompt_end + len(answer)] = True
+        last_prompt[row] = prompt_end - 1
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    return EncodedBatch(input_ids, attention_mask, position_ids, prompt_mask, answer_mask, last_prompt)
+
+
+def _tokenize(tokenizer, texts: list[str]) -> list[list[int]]:
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [list(ids) if text else [] for ids, text in zip(encoded, texts)]
