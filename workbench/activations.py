@@ -55,9 +55,14 @@ class ActivationSet:
         rows = len(self.pair_ids)
         for name, values in self.activations.items():
             if values.ndim != 2 or values.shape[0] != rows:
-                raise ValueError(f"activations at {name!r} have shape {tuple(values.shape)}, expected ({rows}, d)")
+                raise ValueError(
+                    f"activations at {name!r} have shape {tuple(values.shape)}, "
+                    f"expected ({rows}, d)"
+                )
         if len(self.sides) != rows or len(self.token_index) != rows or len(self.token_ids) != rows:
-            raise ValueError("pair_ids, sides, token_index and token_ids must all have one entry per row")
+            raise ValueError(
+                "pair_ids, sides, token_index and token_ids must all have one entry per row"
+            )
 
     @property
     def hook_names(self) -> list[str]:
@@ -114,10 +119,10 @@ def capture_activations(
     pairs: Sequence[ContrastPair],
     hook_names: Sequence[str],
     *,
-    position_rule: PositionRule = "answer_mean",
+    position_rule: str = "answer_mean",
     sides: Sequence[str] = ("positive", "negative"),
     batch_size: int = 16,
-    padding_side: Literal["left", "right"] = "right",
+    padding_side: str = "right",
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
 ) -> ActivationSet:
@@ -137,9 +142,8 @@ def capture_activations(
     if position_rule == "last_prompt":
         sides = ("prompt",)
     for side in sides:
-        if side not in ("positive", "negative"):
-            if position_rule != "last_prompt":
-                raise ValueError(f"sides must be 'positive' and/or 'negative', got {side!r}")
+        if side not in ("positive", "negative") and position_rule != "last_prompt":
+            raise ValueError(f"sides must be 'positive' and/or 'negative', got {side!r}")
     provenance_model = model_provenance(model)
     stop_at = stop_layer_for(hook_names, model.cfg.n_layers)
     device = next(model.parameters()).device
@@ -156,7 +160,7 @@ def capture_activations(
         encoded = encode_pairs(
             model.tokenizer,
             batch_pairs,
-            side,  # type: ignore[arg-type]
+            side,
             prepend_bos=provenance_model.prepend_bos,
             padding_side=padding_side,
             max_length=max_length,
@@ -179,7 +183,9 @@ def capture_activations(
         del cache
 
     dataset_hash = (
-        pairs.content_hash() if isinstance(pairs, PairDataset) else PairDataset(pairs).content_hash()
+        pairs.content_hash()
+        if isinstance(pairs, PairDataset)
+        else PairDataset(pairs).content_hash()
     )
     provenance = Provenance(
         model=provenance_model,

@@ -22,9 +22,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     study = commands.add_parser("study", help="extract a concept direction and summarise it")
-    study.add_argument("--concept", default="sentiment", help=f"one of {shipped_concepts()} or a pair file")
+    study.add_argument(
+        "--concept", default="sentiment", help=f"one of {shipped_concepts()} or a pair file"
+    )
     study.add_argument("--model", default=DEFAULT_MODEL, help="model name (see `workbench models`)")
-    study.add_argument("--layer", type=int, default=None, help="block index (default: middle block)")
+    study.add_argument(
+        "--layer", type=int, default=None, help="block index (default: middle block)"
+    )
     study.add_argument("--batch-size", type=int, default=16)
     study.add_argument("--out", type=Path, default=Path("runs"), help="where artefacts are written")
     study.add_argument("--numerics", choices=("raw", "compatibility"), default="raw")
@@ -60,7 +64,9 @@ def _study(args: argparse.Namespace) -> int:
     n_layers = model.cfg.n_layers
     layer = n_layers // 2 if args.layer is None else args.layer
     if not 0 <= layer < n_layers:
-        raise ValueError(f"--layer {layer} is out of range: {args.model} has blocks 0..{n_layers - 1}")
+        raise ValueError(
+            f"--layer {layer} is out of range: {args.model} has blocks 0..{n_layers - 1}"
+        )
     hook = f"blocks.{layer}.hook_resid_post"
     train = capture_activations(model, dataset.train, [hook], batch_size=args.batch_size)
     test = capture_activations(model, dataset.test, [hook], batch_size=args.batch_size)

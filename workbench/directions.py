@@ -35,7 +35,9 @@ def _by_pair(acts: ActivationSet, hook: str, side: str) -> dict[str, Tensor]:
     if acts.position_rule == "answer_tokens":
         raise ValueError("paired separation needs one row per pair and side, not answer_tokens")
     values = acts.activations[hook]
-    return {pid: values[i] for i, (pid, s) in enumerate(zip(acts.pair_ids, acts.sides)) if s == side}
+    return {
+        pid: values[i] for i, (pid, s) in enumerate(zip(acts.pair_ids, acts.sides)) if s == side
+    }
 
 
 def mean_norm(acts: ActivationSet, hook: str) -> float:

@@ -41,10 +41,10 @@ class EncodedBatch:
 def encode_pairs(
     tokenizer,
     pairs: Sequence[ContrastPair],
-    side: Side,
+    side: str,
     *,
     prepend_bos: bool,
-    padding_side: Literal["left", "right"] = "right",
+    padding_side: str = "right",
     max_length: int | None = None,
 ) -> EncodedBatch:
     """Encode ``prompt + answer`` of one side of each pair (``"prompt"``: the prompt alone).
@@ -67,8 +67,7 @@ def encode_pairs(
         if not bos and not prompt:
             path, line = _split_source(pair.source)
             raise DataFormatError(
-                "is empty and the model takes no BOS token, so there is no context to condition "
-                "on",
+                "is empty and the model takes no BOS token, so there is no context to condition on",
                 path=path,
                 line=line,
                 field="prompt",
@@ -105,7 +104,9 @@ def encode_pairs(
         answer_mask[row, prompt_end : prompt_end + len(answer)] = True
         last_prompt[row] = prompt_end - 1
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    return EncodedBatch(input_ids, attention_mask, position_ids, prompt_mask, answer_mask, last_prompt)
+    return EncodedBatch(
+        input_ids, attention_mask, position_ids, prompt_mask, answer_mask, last_prompt
+    )
 
 
 def _tokenize(tokenizer, texts: list[str]) -> list[list[int]]:

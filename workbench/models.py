@@ -41,7 +41,7 @@ def available_models() -> list[str]:
 def load_model(
     name: str = DEFAULT_MODEL,
     *,
-    numerics: Numerics = "raw",
+    numerics: str = "raw",
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
@@ -106,7 +106,7 @@ def load_model(
 
 
 def model_provenance(model: TransformerBridge) -> ModelProvenance:
-    """The provenance recorded by :func:`load_model`, or one inferred for a bridge built elsewhere."""
+    """The provenance :func:`load_model` recorded, or one inferred for a bridge built elsewhere."""
     recorded = getattr(model, PROVENANCE_ATTRIBUTE, None)
     if isinstance(recorded, ModelProvenance):
         if recorded.numerics == "raw" and getattr(model, "compatibility_mode", False):

@@ -2,12 +2,11 @@
 
 Formats (DESIGN.md §4), detected from the fields of the first record unless given:
 
-| format         | prompt     | positive                  | negative                       | concept          |
-|----------------|------------|---------------------------|--------------------------------|------------------|
-| ``native``     | prompt     | positive                  | negative                       | concept          |
-| ``persona``    | question   | answer_matching_behavior  | answer_not_matching_behavior   | (argument/file)  |
-| ``powerseeking``| question  | matching                  | not_matching                   | (argument/file)  |
-| ``axbench``    | input      | winning_output            | losing_output                  | output_concept   |
+- ``native``: ``prompt``, ``positive``, ``negative``, ``concept``.
+- ``persona``: ``question``, ``answer_matching_behavior`` (positive),
+  ``answer_not_matching_behavior`` (negative).
+- ``powerseeking``: ``question``, ``matching``, ``not_matching``.
+- ``axbench``: ``input``, ``winning_output``, ``losing_output``, ``output_concept``.
 
 ``persona`` covers Anthropic's persona and advanced-AI-risk evaluations and EasyEdit's
 psychopathy set. Files are JSONL (one record a line) or a JSON array. Every format may carry
@@ -65,9 +64,7 @@ FORMATS: dict[str, PairFormat] = {
             "persona", "question", "answer_matching_behavior", "answer_not_matching_behavior"
         ),
         PairFormat("powerseeking", "question", "matching", "not_matching"),
-        PairFormat(
-            "axbench", "input", "winning_output", "losing_output", concept="output_concept"
-        ),
+        PairFormat("axbench", "input", "winning_output", "losing_output", concept="output_concept"),
     )
 }
 
@@ -98,10 +95,10 @@ def read_pairs(
     records = list(_records(path))
     if not records:
         raise DataFormatError("file holds no records", path=str(path))
-    spec = FORMATS[format] if format != "auto" else _detect_format(records[0][1], path, records[0][0])
-    pairs = [
-        _to_pair(record, spec, path, line, default_concept) for line, record in records
-    ]
+    spec = (
+        FORMATS[format] if format != "auto" else _detect_format(records[0][1], path, records[0][0])
+    )
+    pairs = [_to_pair(record, spec, path, line, default_concept) for line, record in records]
     return PairDataset(pairs, name=default_concept).assign_splits(test_fraction, split_seed)
 
 
@@ -123,7 +120,9 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         try:
             items = json.loads(text)
         except json.JSONDecodeError as error:
-            raise DataFormatError(f"invalid JSON: {error.msg}", path=str(path), line=error.lineno) from None
+            raise DataFormatError(
+                f"invalid JSON: {error.msg}", path=str(path), line=error.lineno
+            ) from None
         for index, item in enumerate(items):
             yield index + 1, _as_record(item, path, index + 1)
         return
@@ -189,7 +188,9 @@ def _to_pair(
         if name not in record:
             guess = difflib.get_close_matches(name, unknown, n=1, cutoff=0.6)
             hint = f" (found {guess[0]!r}: misspelled?)" if guess else ""
-            raise DataFormatError(f"missing in a {spec.name}-format record{hint}", field=name, **where)
+            raise DataFormatError(
+                f"missing in a {spec.name}-format record{hint}", field=name, **where
+            )
     if spec.strict and unknown:
         guess = difflib.get_close_matches(unknown[0], sorted(spec.known), n=1, cutoff=0.6)
         hint = f" (did you mean {guess[0]!r}?)" if guess else ""
@@ -226,7 +227,9 @@ def _single_text(value: Any, name: str, where: dict[str, Any]) -> str:
     if isinstance(value, list):
         if len(value) != 1:
             raise DataFormatError(
-                f"holds {len(value)} answers; a contrast pair needs exactly one", field=name, **where
+                f"holds {len(value)} answers; a contrast pair needs exactly one",
+                field=name,
+                **where,
             )
         value = value[0]
     if not isinstance(value, str):

@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny models of both architectures, built once per session."""
+
+from __future__ import annotations
+
+import pytest
+
+from workbench.models import load_model
+from workbench.pairs import ContrastPair, PairDataset
+
+TINY_MODELS = ("tiny-llama", "tiny-gemma3")
+
+
+@pytest.fixture(scope="session", params=TINY_MODELS)
+def tiny_model(request):
+    return load_model(request.param, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    return load_model("tiny-llama", device="cpu")
+
+
+@pytest.fixture
+def small_pairs() -> PairDataset:
+    """Pairs of different prompt and answer lengths, so batches really are padded."""
+    texts = [
+        ("Review:", " Lovely food.", " Awful food, sadly."),
+        ("Dear diary, today was", " great", " a long and tiring day"),
+        ("Q", " yes indeed, certainly", " no"),
+        ("The weather this week has been", " sunny and warm.", " grey and cold."),
+        ("Hi", " :)", " :("),
+    ]
+    return PairDataset(
+        ContrastPair(f"p{i}", prompt, pos, neg, concept="test", split="train" if i % 2 else "test")
+        for i, (prompt, pos, neg) in enumerate(texts)
+    )

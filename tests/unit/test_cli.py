@@ -1,0 +1,37 @@
+import json
+
+import pytest
+
+from workbench import cli
+
+
+def test_unknown_concept_fails_before_loading_a_model(monkeypatch, capsys):
+    monkeypatch.setattr("workbench.models.load_model", lambda *a, **k: pytest.fail("model loaded"))
+    assert cli.main(["study", "--concept", "no-such-concept"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("workbench study: error: unknown concept") and "\n" not in err
+
+
+def test_layer_out_of_range(capsys):
+    assert cli.main(["study", "--model", "tiny-llama", "--layer", "9"]) == 2
+    assert "--layer 9 is out of range" in capsys.readouterr().err
+
+
+def test_study_on_a_tiny_model_writes_a_truthful_summary(tmp_path, capsys):
+    assert (
+        cli.main(
+            ["study", "--model", "tiny-llama", "--concept", "weddings", "--out", str(tmp_path)]
+        )
+        == 0
+    )
+    summary = json.loads(next(tmp_path.glob("*/summary.json")).read_text())
+    assert summary["concept"] == "weddings" and summary["hook"] == "blocks.1.hook_resid_post"
+    assert summary["model"]["name"] == "tiny-llama" and summary["model"]["numerics"] == "raw"
+    assert summary["pairs"] == {"train": 72, "test": 24}
+    assert 0.0 <= summary["paired_separation"]["test"] <= 1.0
+    assert "held-out pairs" in capsys.readouterr().out
+
+
+def test_models_command_lists_packaged_models(capsys):
+    assert cli.main(["models"]) == 0
+    assert "gemma-3-270m" in capsys.readouterr().out
