@@ -6,5 +6,7 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$repo_root/scripts/setup-env.sh"
 venv="${WORKBENCH_VENV:-$repo_root/.venv}"
 cd "$repo_root"
+# Notebooks run on small settings in the test suite (a tiny model); WORKBENCH_SMALL=0 runs them in full.
+export WORKBENCH_SMALL="${WORKBENCH_SMALL:-1}"
 "$venv/bin/ruff" check .
 exec "$venv/bin/python" -m pytest "$@"
