@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from jaxtyping import Bool, Int
@@ -19,7 +18,6 @@ from torch import Tensor
 from .errors import DataFormatError
 from .pairs import ContrastPair, _split_source
 
-Side = Literal["positive", "negative", "prompt"]
 SIDES: tuple[str, ...] = ("positive", "negative", "prompt")
 
 
@@ -54,18 +52,45 @@ def encode_pairs(
     """
     if side not in SIDES:
         raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+    return encode_texts(
+        tokenizer,
+        [p.prompt for p in pairs],
+        [getattr(p, side) if side != "prompt" else "" for p in pairs],
+        prepend_bos=prepend_bos,
+        padding_side=padding_side,
+        max_length=max_length,
+        labels=[(p.id, p.source, side) for p in pairs],
+    )
+
+
+def encode_texts(
+    tokenizer,
+    prompts: Sequence[str],
+    answers: Sequence[str] | None = None,
+    *,
+    prepend_bos: bool,
+    padding_side: str = "right",
+    max_length: int | None = None,
+    labels: Sequence[tuple[str, str | None, str]] | None = None,
+) -> EncodedBatch:
+    """Encode prompts (and answers, if given) into one padded batch.
+
+    ``labels`` are (id, source, answer field) per row, used to name the culprit in errors.
+    """
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-    if not pairs:
-        raise ValueError("cannot encode an empty list of pairs")
-    prompts = [p.prompt for p in pairs]
-    answers = [getattr(p, side) if side != "prompt" else "" for p in pairs]
-    prompt_ids = _tokenize(tokenizer, prompts)
+    if not prompts:
+        raise ValueError("cannot encode an empty list of prompts")
+    answers = list(answers) if answers is not None else [""] * len(prompts)
+    if len(answers) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
+    labels = labels or [(f"row {i}", None, "answer") for i in range(len(prompts))]
+    prompt_ids = _tokenize(tokenizer, list(prompts))
     answer_ids = _tokenize(tokenizer, answers)
     bos = [tokenizer.bos_token_id] if prepend_bos else []
-    for pair, prompt, answer in zip(pairs, prompt_ids, answer_ids):
+    for (row_id, source, field), prompt, answer in zip(labels, prompt_ids, answer_ids):
+        path, line = _split_source(source)
         if not bos and not prompt:
-            path, line = _split_source(pair.source)
             raise DataFormatError(
                 "is empty and the model takes no BOS token, so there is no context to condition on",
                 path=path,
@@ -74,11 +99,9 @@ def encode_pairs(
             )
         total = len(bos) + len(prompt) + len(answer)
         if max_length is not None and total > max_length:
-            path, line = _split_source(pair.source)
-            culprit = "prompt" if len(bos) + len(prompt) > max_length else side
+            culprit = "prompt" if len(bos) + len(prompt) > max_length else field
             raise DataFormatError(
-                f"pair {pair.id!r} is {total} tokens, longer than the model's context of "
-                f"{max_length}",
+                f"{row_id!r} is {total} tokens, longer than the model's context of {max_length}",
                 path=path,
                 line=line,
                 field=culprit,
@@ -87,7 +110,7 @@ def encode_pairs(
     lengths = [len(bos) + len(p) + len(a) for p, a in zip(prompt_ids, answer_ids)]
     width = max(lengths)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    batch = len(pairs)
+    batch = len(prompt_ids)
     input_ids = torch.full((batch, width), pad, dtype=torch.long)
     attention_mask = torch.zeros((batch, width), dtype=torch.long)
     prompt_mask = torch.zeros((batch, width), dtype=torch.bool)

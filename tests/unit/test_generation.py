@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from workbench.generation import generate, generate_tokens
+from workbench.interventions import SteeringVector
+
+PROMPTS = ["Hello", "The weather today is", "Q: what?"]
+
+
+@pytest.fixture
+def vector(tiny_model):
+    v = SteeringVector.for_model(tiny_model, 1, site="resid")
+    with torch.no_grad():
+        v.bias.copy_(torch.randn(v.d_out, generator=torch.Generator().manual_seed(0)) * 3)
+    return v
+
+
+@pytest.mark.parametrize("positions", ["prompt", "answer", "all"])
+def test_cache_and_no_cache_agree_under_steering(tiny_model, vector, positions):
+    vector.positions = positions
+    kwargs = dict(max_new_tokens=10, stop_at_eos=False)
+    cached = generate_tokens(tiny_model, PROMPTS, [(vector, 1.0)], **kwargs)
+    uncached = generate_tokens(tiny_model, PROMPTS, [(vector, 1.0)], use_cache=False, **kwargs)
+    assert cached == uncached
+    sampled = dict(do_sample=True, seed=3, top_k=20, **kwargs)
+    assert generate_tokens(tiny_model, PROMPTS, [(vector, 1.0)], **sampled) == generate_tokens(
+        tiny_model, PROMPTS, [(vector, 1.0)], use_cache=False, **sampled
+    )
+
+
+def test_batched_equals_one_prompt_at_a_time(tiny_model, vector):
+    vector.positions = "answer"
+    batched = generate_tokens(
+        tiny_model, PROMPTS, [(vector, 1.0)], max_new_tokens=8, stop_at_eos=False
+    )
+    singles = [
+        generate_tokens(tiny_model, [p], [(vector, 1.0)], max_new_tokens=8, stop_at_eos=False)[0]
+        for p in PROMPTS
+    ]
+    assert batched == singles
+
+
+def test_answer_only_steering_keeps_the_first_token_and_changes_later_ones(tiny_model, vector):
+    vector.positions = "answer"
+    plain = generate_tokens(tiny_model, PROMPTS, max_new_tokens=8, stop_at_eos=False)
+    steered = generate_tokens(
+        tiny_model, PROMPTS, [(vector, 1.0)], max_new_tokens=8, stop_at_eos=False
+    )
+    assert [row[0] for row in plain] == [row[0] for row in steered]
+    assert plain != steered
+
+
+def test_sampling_is_seeded_and_text_is_returned(tiny_llama):
+    a = generate(tiny_llama, PROMPTS, do_sample=True, seed=1, max_new_tokens=6)
+    b = generate(tiny_llama, PROMPTS, do_sample=True, seed=1, max_new_tokens=6)
+    c = generate(tiny_llama, PROMPTS, do_sample=True, seed=2, max_new_tokens=6)
+    assert a == b and a != c and all(isinstance(t, str) for t in a)
+    with pytest.raises(ValueError, match="temperature"):
+        generate(tiny_llama, PROMPTS, do_sample=True, temperature=0.0)
