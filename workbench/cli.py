@@ -1,9 +1,11 @@
 """The ``workbench`` command line.
 
 ``workbench study`` is the main job. At this stage of the project it loads a model, reads a
-concept's contrast pairs, extracts the difference-of-means direction at a residual-stream layer
-from the training split, and reports how well it separates the held-out pairs. It grows into
-the full study (sweeps, fits, manifold, SPLIT, report) as those parts land.
+concept's contrast pairs, sweeps the residual-stream layers for held-out separation along each
+direction method, extracts the DiffMean direction at the recommended layer (or ``--layer``), and
+measures on the held-out pairs whether steering with it raises the preference for the positive
+answer, next to a random vector of the same norm. It grows into the full study (sweeps, fits,
+manifold, SPLIT, report) as those parts land.
 """
 
 from __future__ import annotations
@@ -21,15 +23,20 @@ from .packaged_models import DEFAULT_MODEL
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    study = commands.add_parser("study", help="extract a concept direction and summarise it")
+    study = commands.add_parser("study", help="directions, layer choice and a steering check")
     study.add_argument(
         "--concept", default="sentiment", help=f"one of {shipped_concepts()} or a pair file"
     )
     study.add_argument("--model", default=DEFAULT_MODEL, help="model name (see `workbench models`)")
+    study.add_argument("--layer", type=int, default=None, help="block (default: recommended)")
     study.add_argument(
-        "--layer", type=int, default=None, help="block index (default: middle block)"
+        "--strength",
+        type=float,
+        default=0.2,
+        help="steering-vector norm as a fraction of the mean residual-stream norm (default 0.2)",
     )
     study.add_argument("--batch-size", type=int, default=16)
+    study.add_argument("--seed", type=int, default=0)
     study.add_argument("--out", type=Path, default=Path("runs"), help="where artefacts are written")
     study.add_argument("--numerics", choices=("raw", "compatibility"), default="raw")
     commands.add_parser("models", help="list the models that load without network")
@@ -46,62 +53,95 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _study(args)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as error:
-        print(f"workbench study: error: {error}", file=sys.stderr)
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"workbench study: error: {message}", file=sys.stderr)
         return 2
 
 
 def _study(args: argparse.Namespace) -> int:
-    from .activations import capture_activations
-    from .concepts import load_concept
-    from .directions import diff_of_means, mean_norm, paired_separation
+    from .directions import direction_from_activations
+    from .interventions import SteeringVector
+    from .layer_sweep import layer_sweep
     from .models import load_model, model_provenance
+    from .steering_check import preference_summary
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.strength <= 0:
+        raise ValueError(f"--strength must be > 0, got {args.strength}")
+    from .concepts import load_concept
+
     dataset = load_concept(args.concept)  # cheap, and fails before the model loads
     started = time.perf_counter()
     model = load_model(args.model, numerics=args.numerics)
     n_layers = model.cfg.n_layers
-    layer = n_layers // 2 if args.layer is None else args.layer
-    if not 0 <= layer < n_layers:
+    if args.layer is not None and not 0 <= args.layer < n_layers:
         raise ValueError(
-            f"--layer {layer} is out of range: {args.model} has blocks 0..{n_layers - 1}"
+            f"--layer {args.layer} is out of range: {args.model} has blocks 0..{n_layers - 1}"
         )
+    print(f"[workbench] layer sweep over {n_layers} blocks on {dataset!r}", file=sys.stderr)
+    sweep = layer_sweep(model, dataset, seed=args.seed, batch_size=args.batch_size)
+    layer = sweep.recommended_layer if args.layer is None else args.layer
     hook = f"blocks.{layer}.hook_resid_post"
-    train = capture_activations(model, dataset.train, [hook], batch_size=args.batch_size)
-    test = capture_activations(model, dataset.test, [hook], batch_size=args.batch_size)
-    direction = diff_of_means(train, hook)
-    train_sep = paired_separation(train, hook, direction)
-    test_sep = paired_separation(test, hook, direction)
-    norm = float(direction.norm())
-    typical = mean_norm(train, hook)
+    diffmean = direction_from_activations(sweep.train, hook, "diff_of_means", args.seed)
+    random = direction_from_activations(sweep.train, hook, "random", args.seed)
 
-    out = args.out / f"{dataset.name}-{args.model.replace('/', '_')}-L{layer}"
-    train.save(out / "activations-train")
-    test.save(out / "activations-test")
+    def steered(direction):
+        vector = SteeringVector.for_model(
+            model, layer, site="resid", vector=direction.scaled_to(args.strength)
+        )
+        return preference_summary(model, dataset.test, [(vector, 1.0)], args.batch_size)
+
+    base = preference_summary(model, dataset.test, batch_size=args.batch_size)
+    with_diffmean, with_random = steered(diffmean), steered(random)
+
+    out = args.out / f"{dataset.name}-{args.model.replace('/', '_')}"
+    out.mkdir(parents=True, exist_ok=True)
+    sweep.table.to_csv(out / "layer_sweep.csv", index=False)
+    diffmean.save(out / f"direction-diff_of_means-L{layer}")
+    random.save(out / f"direction-random-L{layer}")
+    at_layer = sweep.table[(sweep.table["layer"] == layer)].set_index("method")
     summary = {
         "model": model_provenance(model).to_dict(),
         "concept": dataset.name,
         "dataset_hash": dataset.content_hash(),
         "pairs": {"train": len(dataset.train), "test": len(dataset.test)},
+        "recommended_layer": sweep.recommended_layer,
+        "layer": layer,
         "hook": hook,
-        "position_rule": train.position_rule,
-        "method": "diff_of_means",
-        "direction_norm": norm,
-        "mean_activation_norm": typical,
-        "paired_separation": {"train": train_sep, "test": test_sep},
+        "position_rule": sweep.train.position_rule,
+        "separation_at_layer": at_layer[["auroc", "paired_accuracy", "effect_size"]].to_dict(
+            orient="index"
+        ),
+        "steering": {
+            "site": "resid",
+            "positions": "all",
+            "strength_fraction_of_mean_resid_norm": args.strength,
+            "mean_resid_norm": diffmean.mean_resid_norm,
+            "held_out": {
+                "unsteered": base.to_dict(),
+                "diff_of_means": with_diffmean.to_dict(),
+                "random": with_random.to_dict(),
+            },
+        },
+        "seed": args.seed,
         "seconds": round(time.perf_counter() - started, 1),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    dm = at_layer.loc["diff_of_means"]
     print(
         f"model {args.model} ({model_provenance(model).numerics} numerics), concept "
-        f"{dataset.name!r}: {len(dataset.train)} train / {len(dataset.test)} test pairs\n"
-        f"difference-of-means direction at {hook} (answer-mean activations): norm {norm:.2f}, "
-        f"{norm / typical:.1%} of the mean activation norm {typical:.1f}\n"
-        f"positive answer projects above its negative on {train_sep:.0%} of train pairs and "
-        f"{test_sep:.0%} of held-out pairs (chance 50%)\n"
-        f"this is separation of activations only; steering effects are not measured yet\n"
-        f"artefacts: {out}/"
+        f"{dataset.name!r}: {len(dataset.train)} train / {len(dataset.test)} held-out pairs\n"
+        f"layer {layer} of 0..{n_layers - 1} ("
+        f"{'recommended' if args.layer is None else f'chosen; recommended {sweep.recommended_layer}'}"
+        f"): held-out DiffMean AUROC "
+        f"{dm['auroc']:.3f}, paired accuracy {dm['paired_accuracy']:.0%}, effect size "
+        f"{dm['effect_size']:.2f}\n"
+        f"steering at {hook}, |v| = {args.strength} x mean residual norm "
+        f"({diffmean.mean_resid_norm:.0f}); held-out P(A_p|q) > P(A_n|q) and mean PrefOdds "
+        f"(nats):\n"
+        f"  unsteered  {base}\n  DiffMean   {with_diffmean}\n  random     {with_random}\n"
+        f"artefacts: {out}/ (layer_sweep.csv, directions, summary.json)"
     )
     return 0
 

@@ -25,11 +25,16 @@ def test_study_on_a_tiny_model_writes_a_truthful_summary(tmp_path, capsys):
         == 0
     )
     summary = json.loads(next(tmp_path.glob("*/summary.json")).read_text())
-    assert summary["concept"] == "weddings" and summary["hook"] == "blocks.1.hook_resid_post"
+    assert summary["concept"] == "weddings"
+    assert summary["hook"] == f"blocks.{summary['layer']}.hook_resid_post"
+    assert summary["layer"] == summary["recommended_layer"]
     assert summary["model"]["name"] == "tiny-llama" and summary["model"]["numerics"] == "raw"
     assert summary["pairs"] == {"train": 72, "test": 24}
-    assert 0.0 <= summary["paired_separation"]["test"] <= 1.0
-    assert "held-out pairs" in capsys.readouterr().out
+    held_out = summary["steering"]["held_out"]
+    assert set(held_out) == {"unsteered", "diff_of_means", "random"}
+    assert all(0.0 <= v["accuracy"] <= 1.0 and v["n_pairs"] == 24 for v in held_out.values())
+    assert {p.name for p in tmp_path.glob("*/*")} >= {"layer_sweep.csv", "summary.json"}
+    assert "held-out" in capsys.readouterr().out
 
 
 def test_models_command_lists_packaged_models(capsys):
