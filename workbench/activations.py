@@ -17,7 +17,6 @@ torch.Size([64, 640])
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +24,10 @@ from typing import Literal
 
 import torch
 from jaxtyping import Float, Int
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .artefacts import load_artefact, save_artefact
 from .encoding import EncodedBatch, encode_pairs
 from .hook_names import check_hook_names, stop_layer_for
 from .models import model_provenance
@@ -82,12 +81,8 @@ class ActivationSet:
 
     def save(self, path: str | Path) -> Path:
         """Save as ``<path>.safetensors`` plus ``<path>.json`` (row labels and provenance)."""
-        path = Path(path).with_suffix("")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {f"act/{name}": t.contiguous() for name, t in self.activations.items()}
-        tensors["token_index"] = self.token_index.contiguous()
-        tensors["token_ids"] = self.token_ids.contiguous()
-        save_file(tensors, str(path.with_suffix(".safetensors")))
+        tensors = {f"act/{name}": t for name, t in self.activations.items()}
+        tensors.update(token_index=self.token_index, token_ids=self.token_ids)
         meta = {
             "position_rule": self.position_rule,
             "hook_names": self.hook_names,
@@ -95,14 +90,11 @@ class ActivationSet:
             "sides": self.sides,
             "provenance": self.provenance.to_dict(),
         }
-        path.with_suffix(".json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        return path
+        return save_artefact(path, tensors, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> ActivationSet:
-        path = Path(path).with_suffix("")
-        tensors = load_file(str(path.with_suffix(".safetensors")))
-        meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        tensors, meta = load_artefact(path)
         return cls(
             activations={name: tensors[f"act/{name}"] for name in meta["hook_names"]},
             pair_ids=meta["pair_ids"],

@@ -129,16 +129,17 @@ def _study(args: argparse.Namespace) -> int:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     dm = at_layer.loc["diff_of_means"]
+    how_chosen = (
+        "recommended" if args.layer is None else f"chosen; recommended {sweep.recommended_layer}"
+    )
     print(
         f"model {args.model} ({model_provenance(model).numerics} numerics), concept "
         f"{dataset.name!r}: {len(dataset.train)} train / {len(dataset.test)} held-out pairs\n"
-        f"layer {layer} of 0..{n_layers - 1} ("
-        f"{'recommended' if args.layer is None else f'chosen; recommended {sweep.recommended_layer}'}"
-        f"): held-out DiffMean AUROC "
+        f"layer {layer} of 0..{n_layers - 1} ({how_chosen}): held-out DiffMean AUROC "
         f"{dm['auroc']:.3f}, paired accuracy {dm['paired_accuracy']:.0%}, effect size "
         f"{dm['effect_size']:.2f}\n"
         f"steering at {hook}, |v| = {args.strength} x mean residual norm "
-        f"({diffmean.mean_resid_norm:.0f}); held-out P(A_p|q) > P(A_n|q) and mean PrefOdds "
+        f"({diffmean.mean_resid_norm:.4g}); held-out P(A_p|q) > P(A_n|q) and mean PrefOdds "
         f"(nats):\n"
         f"  unsteered  {base}\n  DiffMean   {with_diffmean}\n  random     {with_random}\n"
         f"artefacts: {out}/ (layer_sweep.csv, directions, summary.json)"

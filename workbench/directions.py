@@ -18,7 +18,6 @@ means a displacement of the same size whichever method made the direction.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from jaxtyping import Float
-from safetensors.torch import load_file, save_file
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
 from .activations import ActivationSet, capture_activations
+from .artefacts import load_artefact, save_artefact
 from .errors import HookNameError
 from .hook_names import hook_layer
 from .models import model_provenance
@@ -178,12 +177,6 @@ class ConceptDirection:
 
     def save(self, path: str | Path) -> Path:
         """``<path>.safetensors`` (the vector) + ``<path>.json`` (everything else)."""
-        path = Path(path).with_suffix("")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(
-            {"vector": self.vector.detach().cpu().contiguous()},
-            str(path.with_suffix(".safetensors")),
-        )
         meta = {
             "layer": self.layer,
             "hook": self.hook,
@@ -191,17 +184,14 @@ class ConceptDirection:
             "mean_resid_norm": self.mean_resid_norm,
             "provenance": self.provenance.to_dict(),
         }
-        path.with_suffix(".json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        return path
+        return save_artefact(path, {"vector": self.vector}, meta)
 
     @classmethod
     def load(cls, path: str | Path, model=None) -> ConceptDirection:
         """Load a saved direction; with ``model``, also check that it fits that model."""
-        path = Path(path).with_suffix("")
-        meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-        vector = load_file(str(path.with_suffix(".safetensors")))["vector"]
+        tensors, meta = load_artefact(path)
         direction = cls(
-            vector=vector,
+            vector=tensors["vector"],
             layer=meta["layer"],
             hook=meta["hook"],
             method=meta["method"],

@@ -11,6 +11,7 @@ the same tokens come out (a test checks this), the cache only saves the recomput
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -20,33 +21,18 @@ from .interventions import Intervention, Multiplier, TokenRoles, steering
 from .models import model_provenance
 
 
-@torch.no_grad()
 def generate(
     model,
     prompts: Sequence[str],
     interventions: Sequence[tuple[Intervention, Multiplier]] = (),
-    *,
-    max_new_tokens: int = 32,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    seed: int = 0,
-    use_cache: bool = True,
-    stop_at_eos: bool = True,
+    **options: Any,
 ) -> list[str]:
-    """Continue each prompt; returns the generated text only (up to EOS)."""
-    tokens = generate_tokens(
-        model,
-        prompts,
-        interventions,
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-        temperature=temperature,
-        top_k=top_k,
-        seed=seed,
-        use_cache=use_cache,
-        stop_at_eos=stop_at_eos,
-    )
+    """Continue each prompt; returns the generated text only (up to EOS).
+
+    ``options`` are those of :func:`generate_tokens` (``max_new_tokens``, ``do_sample``,
+    ``temperature``, ``top_k``, ``seed``, ``use_cache``, ``stop_at_eos``).
+    """
+    tokens = generate_tokens(model, prompts, interventions, **options)
     return [model.tokenizer.decode(row, skip_special_tokens=True) for row in tokens]
 
 

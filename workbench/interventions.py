@@ -22,7 +22,6 @@ activation addition; there ``h_in`` is the residual stream itself.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -32,9 +31,9 @@ from typing import Any, ClassVar
 
 import torch
 from jaxtyping import Bool, Float
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from .artefacts import load_artefact, save_artefact
 from .encoding import EncodedBatch
 from .scoped_hooks import scoped_hooks
 
@@ -179,13 +178,8 @@ class Intervention(nn.Module):
 
     def save(self, path: str | Path, provenance: dict[str, Any] | None = None) -> Path:
         """Save as ``<path>.safetensors`` (parameters) + ``<path>.json`` (config, provenance)."""
-        path = Path(path).with_suffix("")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(tensors, str(path.with_suffix(".safetensors")))
         meta = {"config": self.config(), "provenance": provenance or {}}
-        path.with_suffix(".json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        return path
+        return save_artefact(path, dict(self.state_dict()), meta)
 
 
 class SteeringVector(Intervention):
@@ -277,14 +271,13 @@ FORMS: dict[str, type[Intervention]] = {
 
 def load_intervention(path: str | Path) -> tuple[Intervention, dict[str, Any]]:
     """Load an intervention saved by :meth:`Intervention.save`; returns it and its provenance."""
-    path = Path(path).with_suffix("")
-    meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    tensors, meta = load_artefact(path)
     config = dict(meta["config"])
     form = config.pop("form")
     if form not in FORMS:
-        raise ValueError(f"{path}.json: unknown intervention form {form!r}; known: {list(FORMS)}")
+        raise ValueError(f"{path}: unknown intervention form {form!r}; known: {list(FORMS)}")
     intervention = FORMS[form](**config)
-    intervention.load_state_dict(load_file(str(path.with_suffix(".safetensors"))))
+    intervention.load_state_dict(tensors)
     return intervention, meta.get("provenance", {})
 
 
