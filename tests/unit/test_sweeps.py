@@ -1,0 +1,136 @@
+import pandas as pd
+import pytest
+import torch
+
+from workbench.interventions import LocalWeightUpdate, LoRAUpdate, SteeringVector
+from workbench.log_odds import preference_utility
+from workbench.sweeps import SweepLabels, naive_sweep, run_sweep
+
+COLUMNS = ["L_p", "L_n", "pref_odds", "util_odds", "pref_odds_norm", "util_odds_norm"]
+GRID = (-2.0, -0.5, 0.0, 1.0, 3.0)
+
+
+def _random(intervention, seed=0, scale=0.3):
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in intervention.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
+    return intervention
+
+
+@pytest.mark.parametrize(
+    ("form", "layer", "site", "positions"),
+    [
+        (LoRAUpdate, 1, "mlp_out", "all"),
+        (SteeringVector, 2, "resid", "answer"),
+        (LocalWeightUpdate, 0, "mlp_out", "prompt"),
+    ],
+)
+def test_engine_equals_the_naive_loop(tiny_model, small_pairs, form, layer, site, positions):
+    intervention = _random(form.for_model(tiny_model, layer, site=site, positions=positions))
+    fast = run_sweep(
+        tiny_model, small_pairs, intervention, GRID, batch_size=2, max_rows=6, progress=False
+    )
+    slow = naive_sweep(tiny_model, small_pairs, intervention, GRID)
+    assert list(fast["pair_id"]) == list(slow["pair_id"]) and list(fast["m"]) == list(slow["m"])
+    assert (fast[["T_p", "T_n"]].to_numpy() == slow[["T_p", "T_n"]].to_numpy()).all()
+    pd.testing.assert_frame_equal(fast[COLUMNS], slow[COLUMNS], atol=1e-4, rtol=0)
+    assert fast.loc[fast["m"] == 0, "L_p"].std() > 0  # the pairs differ
+    steered = fast.set_index(["m", "pair_id"])["L_p"]
+    assert (steered.loc[3.0] - steered.loc[0.0]).abs().max() > 1e-3  # the steering does something
+
+
+def test_unsteered_sweep_equals_the_naive_loop(tiny_llama, small_pairs):
+    fast = run_sweep(tiny_llama, small_pairs, None, progress=False)
+    slow = naive_sweep(tiny_llama, small_pairs, None)
+    assert (
+        set(fast["m"]) == {0.0} and set(fast["form"]) == {"none"} and len(fast) == len(small_pairs)
+    )
+    pd.testing.assert_frame_equal(fast[COLUMNS], slow[COLUMNS], atol=1e-4, rtol=0)
+
+
+def test_table_is_tidy_and_consistent(tiny_llama, small_pairs):
+    intervention = _random(SteeringVector.for_model(tiny_llama, 1))
+    labels = SweepLabels(method="diff_of_means", seed=3, extra={"strength": 0.2})
+    table = run_sweep(tiny_llama, small_pairs, intervention, GRID, labels=labels, progress=False)
+    assert len(table) == len(small_pairs) * len(GRID)
+    assert table.groupby("m").size().eq(len(small_pairs)).all()
+    assert table[["form", "method", "layer", "site", "seed", "strength"]].iloc[0].tolist() == [
+        "vector",
+        "diff_of_means",
+        1,
+        "mlp_out",
+        3,
+        0.2,
+    ]
+    pref, _util, defined = preference_utility(table["L_p"], table["L_n"])
+    assert (table["pref_odds"] == pref).all() and (table["util_defined"] == defined).all()
+    assert set(table["split"]) == {"train", "test"}
+
+
+def test_cache_returns_saved_table_and_resumes(tiny_llama, small_pairs, tmp_path, monkeypatch):
+    from workbench import sweeps
+
+    intervention = _random(LoRAUpdate.for_model(tiny_llama, 1, rank=2))
+    first = run_sweep(
+        tiny_llama,
+        small_pairs,
+        intervention,
+        GRID,
+        batch_size=2,
+        cache_dir=tmp_path,
+        progress=False,
+    )
+    folder = next(tmp_path.glob("sweep-*"))
+    assert (folder / "table.parquet").is_file() and (folder / "config.json").is_file()
+
+    calls = []
+    original = sweeps._batch_losses
+    monkeypatch.setattr(
+        sweeps, "_batch_losses", lambda *a, **k: (calls.append(1), original(*a, **k))[1]
+    )
+    again = run_sweep(
+        tiny_llama,
+        small_pairs,
+        intervention,
+        GRID,
+        batch_size=2,
+        cache_dir=tmp_path,
+        progress=False,
+    )
+    pd.testing.assert_frame_equal(first, again)
+    assert calls == []
+
+    (folder / "table.parquet").unlink()  # as if interrupted after the first two batches
+    (folder / "part-00002.parquet").unlink()
+    resumed = run_sweep(
+        tiny_llama,
+        small_pairs,
+        intervention,
+        GRID,
+        batch_size=2,
+        cache_dir=tmp_path,
+        progress=False,
+    )
+    assert len(calls) == 1
+    pd.testing.assert_frame_equal(first, resumed)
+
+    with torch.no_grad():
+        intervention.lora_b.add_(1.0)  # new parameters: a new cache entry, not a stale hit
+    run_sweep(
+        tiny_llama,
+        small_pairs,
+        intervention,
+        GRID,
+        batch_size=2,
+        cache_dir=tmp_path,
+        progress=False,
+    )
+    assert len(list(tmp_path.glob("sweep-*"))) == 2
+
+
+def test_bad_grids_are_rejected(tiny_llama, small_pairs):
+    intervention = SteeringVector.for_model(tiny_llama, 1)
+    for grid, match in [((), "empty"), ((0.0, 0.0), "repeated"), ((float("nan"),), "non-finite")]:
+        with pytest.raises(ValueError, match=match):
+            run_sweep(tiny_llama, small_pairs, intervention, grid, progress=False)
