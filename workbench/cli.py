@@ -39,6 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--seed", type=int, default=0)
     study.add_argument("--out", type=Path, default=Path("runs"), help="where artefacts are written")
     study.add_argument("--numerics", choices=("raw", "compatibility"), default="raw")
+    curves = commands.add_parser(
+        "curves", help="sweep DiffMean vectors, fit preference/utility curves, report R²"
+    )
+    curves.add_argument("--concepts", nargs="+", default=["sentiment", "formality"])
+    curves.add_argument("--model", default=DEFAULT_MODEL)
+    curves.add_argument("--site", choices=("mlp_out", "resid"), default="mlp_out")
+    curves.add_argument("--layer", type=int, default=None, help="block (default: recommended)")
+    curves.add_argument("--bootstrap", type=int, default=100)
+    curves.add_argument("--seed", type=int, default=0)
+    curves.add_argument("--out", type=Path, default=Path("runs"))
     commands.add_parser("models", help="list the models that load without network")
     return parser
 
@@ -51,10 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(available_models()))
         return 0
     try:
-        return _study(args)
+        return _curves(args) if args.command == "curves" else _study(args)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"workbench study: error: {message}", file=sys.stderr)
+        print(f"workbench {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 
@@ -143,6 +153,50 @@ def _study(args: argparse.Namespace) -> int:
         f"(nats):\n"
         f"  unsteered  {base}\n  DiffMean   {with_diffmean}\n  random     {with_random}\n"
         f"artefacts: {out}/ (layer_sweep.csv, directions, summary.json)"
+    )
+    return 0
+
+
+def _curves(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .concepts import load_concept
+    from .curves_report import concept_curves, format_r2_table
+    from .models import load_model, model_provenance
+
+    for concept in args.concepts:
+        load_concept(concept)  # fail on a bad name before the model loads
+    model = load_model(args.model)
+    if args.layer is not None and not 0 <= args.layer < model.cfg.n_layers:
+        raise ValueError(
+            f"--layer {args.layer} is out of range: {args.model} has blocks "
+            f"0..{model.cfg.n_layers - 1}"
+        )
+    out = args.out / f"curves-{args.model.replace('/', '_')}-{args.site}"
+    sweeps, fits = [], []
+    for concept in args.concepts:
+        table, fit = concept_curves(
+            model,
+            concept,
+            site=args.site,
+            layer=args.layer,
+            n_bootstrap=args.bootstrap,
+            seed=args.seed,
+            cache_dir=args.out / "cache",
+        )
+        sweeps.append(table.assign(concept=concept))
+        fits.append(fit)
+    fit_table = pd.concat(fits, ignore_index=True)
+    out.mkdir(parents=True, exist_ok=True)
+    pd.concat(sweeps, ignore_index=True).to_parquet(out / "sweep.parquet")
+    fit_table.assign(model=json.dumps(model_provenance(model).to_dict())).to_csv(
+        out / "fits.csv", index=False
+    )
+    print(
+        f"DiffMean steering vector at the {args.site} site, model {args.model}; fitted on "
+        f"per-m means of the train split, R² on train (bootstrap 95% CI) and held-out pairs\n"
+        + format_r2_table(fit_table)
+        + f"\ntables: {out}/ (sweep.parquet, fits.csv)"
     )
     return 0
 

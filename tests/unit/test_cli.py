@@ -40,3 +40,34 @@ def test_study_on_a_tiny_model_writes_a_truthful_summary(tmp_path, capsys):
 def test_models_command_lists_packaged_models(capsys):
     assert cli.main(["models"]) == 0
     assert "gemma-3-270m" in capsys.readouterr().out
+
+
+def test_curves_command_on_a_tiny_model(tmp_path, capsys):
+    code = cli.main(
+        [
+            "curves",
+            "--model",
+            "tiny-llama",
+            "--concepts",
+            "weddings",
+            "--bootstrap",
+            "3",
+            "--layer",
+            "1",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "weddings" in out and "preference" in out and "utility" in out and "> 0.97" in out
+    fits = next(tmp_path.glob("curves-*/fits.csv"))
+    import pandas as pd
+
+    table = pd.read_csv(fits)
+    assert list(table["kind"]) == ["preference", "utility"] and (table["layer"] == 1).all()
+
+
+def test_curves_command_rejects_a_bad_layer_before_sweeping(capsys):
+    assert cli.main(["curves", "--model", "tiny-llama", "--layer", "7"]) == 2
+    assert "--layer 7 is out of range" in capsys.readouterr().err

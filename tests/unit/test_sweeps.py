@@ -134,3 +134,35 @@ def test_bad_grids_are_rejected(tiny_llama, small_pairs):
     for grid, match in [((), "empty"), ((0.0, 0.0), "repeated"), ((float("nan"),), "non-finite")]:
         with pytest.raises(ValueError, match=match):
             run_sweep(tiny_llama, small_pairs, intervention, grid, progress=False)
+
+
+def test_log_odds_match_an_independent_hf_computation(small_pairs):
+    """PrefOdds / UtilOdds from the HF model's own log-probs, with the plain formula."""
+    import math
+
+    from workbench.models import load_model
+    from workbench.tiny_models import build_tiny_hf_model
+
+    model = load_model("tiny-gemma3", seed=1)
+    hf_model, tokenizer = build_tiny_hf_model("gemma3", seed=1)
+    table = run_sweep(model, small_pairs, None, progress=False).set_index("pair_id")
+    for pair in small_pairs:
+        losses = []
+        for answer in (pair.positive, pair.negative):
+            prompt = [
+                tokenizer.bos_token_id,
+                *tokenizer(pair.prompt, add_special_tokens=False)["input_ids"],
+            ]
+            answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                logprobs = (
+                    hf_model(torch.tensor([prompt + answer_ids])).logits[0].double().log_softmax(-1)
+                )
+            losses.append(
+                -sum(float(logprobs[len(prompt) - 1 + j, t]) for j, t in enumerate(answer_ids))
+            )
+        l_p, l_n = losses
+        row = table.loc[pair.id]
+        assert row["pref_odds"] == pytest.approx(l_n - l_p, abs=1e-4)
+        mass = math.exp(-l_p) + math.exp(-l_n)
+        assert row["util_odds"] == pytest.approx(math.log(mass / (1 - mass)), abs=1e-4)
