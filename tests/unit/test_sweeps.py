@@ -72,15 +72,19 @@ def test_cache_returns_saved_table_and_resumes(tiny_llama, small_pairs, tmp_path
     from workbench import sweeps
 
     intervention = _random(LoRAUpdate.for_model(tiny_llama, 1, rank=2))
-    first = run_sweep(
-        tiny_llama,
-        small_pairs,
-        intervention,
-        GRID,
-        batch_size=2,
-        cache_dir=tmp_path,
-        progress=False,
-    )
+
+    def sweep():
+        return run_sweep(
+            tiny_llama,
+            small_pairs,
+            intervention,
+            GRID,
+            batch_size=2,
+            cache_dir=tmp_path,
+            progress=False,
+        )
+
+    first = sweep()
     folder = next(tmp_path.glob("sweep-*"))
     assert (folder / "table.parquet").is_file() and (folder / "config.json").is_file()
 
@@ -89,43 +93,19 @@ def test_cache_returns_saved_table_and_resumes(tiny_llama, small_pairs, tmp_path
     monkeypatch.setattr(
         sweeps, "_batch_losses", lambda *a, **k: (calls.append(1), original(*a, **k))[1]
     )
-    again = run_sweep(
-        tiny_llama,
-        small_pairs,
-        intervention,
-        GRID,
-        batch_size=2,
-        cache_dir=tmp_path,
-        progress=False,
-    )
+    again = sweep()
     pd.testing.assert_frame_equal(first, again)
     assert calls == []
 
     (folder / "table.parquet").unlink()  # as if interrupted after the first two batches
     (folder / "part-00002.parquet").unlink()
-    resumed = run_sweep(
-        tiny_llama,
-        small_pairs,
-        intervention,
-        GRID,
-        batch_size=2,
-        cache_dir=tmp_path,
-        progress=False,
-    )
+    resumed = sweep()
     assert len(calls) == 1
     pd.testing.assert_frame_equal(first, resumed)
 
     with torch.no_grad():
         intervention.lora_b.add_(1.0)  # new parameters: a new cache entry, not a stale hit
-    run_sweep(
-        tiny_llama,
-        small_pairs,
-        intervention,
-        GRID,
-        batch_size=2,
-        cache_dir=tmp_path,
-        progress=False,
-    )
+    sweep()
     assert len(list(tmp_path.glob("sweep-*"))) == 2
 
 
