@@ -68,6 +68,7 @@ class CurveFit:
     params: dict[str, float]
     r2_train: float
     r2_test: float
+    r2_test_offset: float  # held-out R² with only the offset b refitted on held-out means
     n_multipliers: int
     n_pairs_train: int
     n_pairs_test: int
@@ -83,6 +84,7 @@ class CurveFit:
             "kind": self.kind,
             "r2_train": self.r2_train,
             "r2_test": self.r2_test,
+            "r2_test_offset": self.r2_test_offset,
             "n_multipliers": self.n_multipliers,
             "n_pairs_train": self.n_pairs_train,
             "n_pairs_test": self.n_pairs_test,
@@ -211,12 +213,15 @@ def fit_sweep_curve(
     r2_train = r_squared(y, curve(kind, m, params))
     if np.isnan(r2_train):
         flags.append("constant curve: R² undefined")
-    r2_test = float("nan")
+    r2_test = r2_test_offset = float("nan")
     if not test.empty:
         m_test, y_test, test_flags = per_m_means(test, value)
         flags.extend(f"test: {f}" for f in test_flags)
         if len(m_test):
-            r2_test = r_squared(y_test, curve(kind, m_test, params))
+            predicted = curve(kind, m_test, params)
+            r2_test = r_squared(y_test, predicted)
+            # How well the shape transfers, apart from a shift between the splits' baselines.
+            r2_test_offset = r_squared(y_test, predicted + (y_test - predicted).mean())
     if not ok:
         flags.append("optimiser did not converge")
     fit = CurveFit(
@@ -224,6 +229,7 @@ def fit_sweep_curve(
         params,
         r2_train,
         r2_test,
+        r2_test_offset,
         len(m),
         train["pair_id"].nunique(),
         test["pair_id"].nunique(),

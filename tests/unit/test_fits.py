@@ -62,7 +62,7 @@ def _sweep_table(kind, params, n_pairs=48, pair_sd=0.05, noise=0.05, seed=0):
 def test_fits_recover_known_parameters(kind, truth):
     fit = fit_sweep_curve(_sweep_table(kind, truth), kind, n_bootstrap=10)
     assert fit.success and fit.flags == []
-    assert fit.r2_train > 0.99 and fit.r2_test > 0.99
+    assert fit.r2_train > 0.99 and fit.r2_test > 0.99 and fit.r2_test_offset >= fit.r2_test
     for name, true_value in truth.items():
         assert fit.params[name] == pytest.approx(true_value, abs=0.1 + 0.1 * abs(true_value)), name
     assert abs(continuity_gap(fit.params)) < 1e-6
