@@ -49,6 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     curves.add_argument("--bootstrap", type=int, default=100)
     curves.add_argument("--seed", type=int, default=0)
     curves.add_argument("--out", type=Path, default=Path("runs"))
+    manifold = commands.add_parser(
+        "manifold", help="off-manifold displacement of DiffMean steering vs the utility drop"
+    )
+    manifold.add_argument("--concepts", nargs="+", default=["sentiment", "formality"])
+    manifold.add_argument("--model", default=DEFAULT_MODEL)
+    manifold.add_argument("--layer", type=int, default=None, help="block (default: recommended)")
+    manifold.add_argument("--density", choices=("gaussian", "knn", "mixture"), default="gaussian")
+    manifold.add_argument("--components", type=float, default=0.9, help="variance share or count")
+    manifold.add_argument("--split", default="test", help="pairs analysed (train, test or all)")
+    manifold.add_argument("--seed", type=int, default=0)
+    manifold.add_argument("--out", type=Path, default=Path("runs"))
     commands.add_parser("models", help="list the models that load without network")
     return parser
 
@@ -61,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(available_models()))
         return 0
     try:
-        return _curves(args) if args.command == "curves" else _study(args)
+        commands = {"curves": _curves, "manifold": _manifold, "study": _study}
+        return commands[args.command](args)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"workbench {args.command}: error: {message}", file=sys.stderr)
@@ -198,6 +210,104 @@ def _curves(args: argparse.Namespace) -> int:
         + format_r2_table(fit_table)
         + f"\ntables: {out}/ (sweep.parquet, fits.csv)"
     )
+    return 0
+
+
+def _manifold(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .concepts import load_concept
+    from .curves_report import DEFAULT_CURVE_GRID, concept_curves
+    from .directions import extract_direction
+    from .displacement import displacement_table, downstream_hooks, measured_validity
+    from .fits import fit_sweep_curve
+    from .interventions import SteeringVector
+    from .manifold import ActivationManifold
+    from .manifold_report import (
+        correlation_with_interval,
+        utility_drop_table,
+        validity_against_fit,
+    )
+    from .models import load_model
+    from .valid_activations import collect_valid_activations
+
+    if args.split not in ("train", "test", "all"):
+        raise ValueError(f"--split must be train, test or all, got {args.split!r}")
+    components = int(args.components) if args.components >= 1 else args.components
+    datasets = {c: load_concept(c) for c in args.concepts}
+    model = load_model(args.model)
+    if args.layer is not None and not 0 <= args.layer < model.cfg.n_layers:
+        raise ValueError(
+            f"--layer {args.layer} is out of range: {args.model} has blocks "
+            f"0..{model.cfg.n_layers - 1}"
+        )
+    out = args.out / f"manifold-{args.model.replace('/', '_')}"
+    out.mkdir(parents=True, exist_ok=True)
+    lines, tables = [], []
+    for concept, pairs in datasets.items():
+        sweep, fits = concept_curves(
+            model,
+            concept,
+            layer=args.layer,
+            n_bootstrap=0,
+            seed=args.seed,
+            cache_dir=args.out / "cache",
+        )
+        layer = int(fits["layer"].iloc[0])
+        hooks = downstream_hooks(model, layer)
+        valid = collect_valid_activations(model, hooks, pairs, seed=args.seed)
+        manifolds = {
+            h: ActivationManifold(n_components=components, density=args.density).fit(
+                valid.fitting(h), calibration=valid.held_out(h)
+            )
+            for h in hooks
+        }
+        direction = extract_direction(
+            model, pairs.train, layer, hook=f"blocks.{layer}.mlp.out.hook_out", seed=args.seed
+        )
+        vector = SteeringVector.for_model(model, layer, site="mlp_out", vector=direction.vector)
+        analysed = pairs if args.split == "all" else pairs.filter(lambda p: p.split == args.split)
+        resid = extract_direction(model, pairs.train, layer, seed=args.seed)
+        table = displacement_table(
+            model,
+            analysed,
+            vector,
+            DEFAULT_CURVE_GRID,
+            manifolds,
+            {resid.hook: resid.vector},
+            method="diff_of_means",
+        )
+        tables.append(table)
+        own = f"blocks.{layer}.hook_resid_post"
+        drops = utility_drop_table(sweep, table, own)
+        off = correlation_with_interval(drops, "off_manifold", "utility_drop", seed=args.seed)
+        on = correlation_with_interval(drops, "on_manifold", "utility_drop", seed=args.seed)
+        fit = fit_sweep_curve(sweep, "utility", n_bootstrap=0)
+        validity = validity_against_fit(table, own, fit)
+        dims = {h: m.n_components_ for h, m in manifolds.items()}
+        lines.append(
+            f"{concept}: layer {layer}, {len(analysed)} {args.split} pairs, manifold of "
+            f"{len(valid.source)} valid tokens ({args.density}, {dims[own]} components at "
+            f"{own})\n"
+            f"  utility drop vs off-manifold norm: Pearson {off['pearson']:+.2f} "
+            f"[{off['pearson_low']:+.2f}, {off['pearson_high']:+.2f}], Spearman "
+            f"{off['spearman']:+.2f} [{off['spearman_low']:+.2f}, {off['spearman_high']:+.2f}]\n"
+            f"  utility drop vs on-manifold norm:  Pearson {on['pearson']:+.2f} "
+            f"[{on['pearson_low']:+.2f}, {on['pearson_high']:+.2f}], Spearman "
+            f"{on['spearman']:+.2f} [{on['spearman_low']:+.2f}, {on['spearman_high']:+.2f}]\n"
+            f"  measured validity D̂(m) vs fitted D_u(m): Pearson {validity['pearson']:+.2f}, "
+            f"Spearman {validity['spearman']:+.2f}\n"
+            + "\n".join(
+                f"    m={m:+6.1f}  D̂={v:.3f}  D_u={d:.3f}"
+                for m, v, d in zip(
+                    validity["m"], validity["measured_validity"], validity["fitted_decay"]
+                )
+            )
+        )
+    displacement = pd.concat(tables, ignore_index=True)
+    displacement.to_parquet(out / "displacement.parquet")
+    measured_validity(displacement).to_csv(out / "validity.csv", index=False)
+    print("\n".join(lines) + f"\ntables: {out}/ (displacement.parquet, validity.csv)")
     return 0
 
 

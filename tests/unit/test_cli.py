@@ -71,3 +71,25 @@ def test_curves_command_on_a_tiny_model(tmp_path, capsys):
 def test_curves_command_rejects_a_bad_layer_before_sweeping(capsys):
     assert cli.main(["curves", "--model", "tiny-llama", "--layer", "7"]) == 2
     assert "--layer 7 is out of range" in capsys.readouterr().err
+
+
+def test_manifold_command_on_a_tiny_model(tmp_path, capsys):
+    code = cli.main(
+        [
+            "manifold",
+            "--model",
+            "tiny-llama",
+            "--concepts",
+            "formality",
+            "--layer",
+            "1",
+            "--components",
+            "8",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "utility drop vs off-manifold norm" in out and "D̂(m) vs fitted D_u(m)" in out
+    assert next(tmp_path.glob("manifold-*/validity.csv")).is_file()
