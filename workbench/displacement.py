@@ -100,15 +100,12 @@ def displacement_table(
                     "density_score": manifolds[hook].score_samples(h.numpy()),
                     "beyond_epsilon": ~manifolds[hook].within(h.numpy()),
                     "norm_ratio": (h.norm(dim=-1) / h0.norm(dim=-1).clamp(min=1e-12)).numpy(),
-                    "concept_projection": (h - h0) @ units[hook] if hook in units else np.nan,
+                    "concept_projection": ((h - h0) @ units[hook]).numpy()
+                    if hook in units
+                    else np.full(len(owner), np.nan),
                     **per_token,
                 }
-                frame = pd.DataFrame(
-                    {
-                        k: np.asarray(v, dtype=float) * np.ones(len(owner))
-                        for k, v in metrics.items()
-                    }
-                )
+                frame = pd.DataFrame({k: np.asarray(v, dtype=float) for k, v in metrics.items()})
                 frame["row"] = owner
                 means = frame.groupby("row").mean()
                 counts = frame.groupby("row").size()
