@@ -80,6 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _check_layer(args: argparse.Namespace, model) -> None:
+    if args.layer is not None and not 0 <= args.layer < model.cfg.n_layers:
+        raise ValueError(
+            f"--layer {args.layer} is out of range: {args.model} has blocks "
+            f"0..{model.cfg.n_layers - 1}"
+        )
+
+
 def _study(args: argparse.Namespace) -> int:
     from .directions import direction_from_activations
     from .interventions import SteeringVector
@@ -97,10 +105,7 @@ def _study(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     model = load_model(args.model, numerics=args.numerics)
     n_layers = model.cfg.n_layers
-    if args.layer is not None and not 0 <= args.layer < n_layers:
-        raise ValueError(
-            f"--layer {args.layer} is out of range: {args.model} has blocks 0..{n_layers - 1}"
-        )
+    _check_layer(args, model)
     print(f"[workbench] layer sweep over {n_layers} blocks on {dataset!r}", file=sys.stderr)
     sweep = layer_sweep(model, dataset, seed=args.seed, batch_size=args.batch_size)
     layer = sweep.recommended_layer if args.layer is None else args.layer
@@ -179,11 +184,7 @@ def _curves(args: argparse.Namespace) -> int:
     for concept in args.concepts:
         load_concept(concept)  # fail on a bad name before the model loads
     model = load_model(args.model)
-    if args.layer is not None and not 0 <= args.layer < model.cfg.n_layers:
-        raise ValueError(
-            f"--layer {args.layer} is out of range: {args.model} has blocks "
-            f"0..{model.cfg.n_layers - 1}"
-        )
+    _check_layer(args, model)
     out = args.out / f"curves-{args.model.replace('/', '_')}-{args.site}"
     sweeps, fits = [], []
     for concept in args.concepts:
@@ -236,11 +237,7 @@ def _manifold(args: argparse.Namespace) -> int:
     components = int(args.components) if args.components >= 1 else args.components
     datasets = {c: load_concept(c) for c in args.concepts}
     model = load_model(args.model)
-    if args.layer is not None and not 0 <= args.layer < model.cfg.n_layers:
-        raise ValueError(
-            f"--layer {args.layer} is out of range: {args.model} has blocks "
-            f"0..{model.cfg.n_layers - 1}"
-        )
+    _check_layer(args, model)
     out = args.out / f"manifold-{args.model.replace('/', '_')}"
     out.mkdir(parents=True, exist_ok=True)
     lines, tables = [], []

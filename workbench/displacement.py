@@ -33,6 +33,7 @@ from .interventions import Intervention, TokenRoles, steering
 from .manifold import ActivationManifold
 from .models import model_provenance
 from .pairs import ContrastPair
+from .sweeps import row_keys
 
 
 def downstream_hooks(model, layer: int) -> list[str]:
@@ -113,14 +114,7 @@ def displacement_table(
                     pair = batch_pairs[int(row)]
                     rows.append(
                         {
-                            "pair_id": pair.id,
-                            "split": pair.split,
-                            "concept": pair.concept,
-                            "form": intervention.form,
-                            "method": method,
-                            "layer": intervention.layer,
-                            "site": intervention.site,
-                            "m": float(m),
+                            **row_keys(pair, intervention, method, m),
                             "side": side,
                             "hook": hook,
                             "analysis_layer": hook_layer(hook),

@@ -118,6 +118,20 @@ def run_sweep(
     return table
 
 
+def row_keys(pair: ContrastPair, intervention: Intervention, method: str, m: float) -> dict:
+    """The sweep table's key columns for one pair at one m (for tables that join it)."""
+    return {
+        "pair_id": pair.id,
+        "split": pair.split,
+        "concept": pair.concept,
+        "form": intervention.form,
+        "method": method,
+        "layer": intervention.layer,
+        "site": intervention.site,
+        "m": float(m),
+    }
+
+
 def naive_sweep(
     model,
     pairs: Sequence[ContrastPair],

@@ -13,6 +13,7 @@ import pandas as pd
 from .generation import generate_tokens
 from .interventions import Intervention
 from .pairs import ContrastPair
+from .sweeps import row_keys
 
 
 def repetition_rate(tokens: Sequence[int], n: int = 3) -> float:
@@ -48,14 +49,7 @@ def generation_diagnostics(
         for pair, tokens in zip(pairs, continuations):
             rows.append(
                 {
-                    "pair_id": pair.id,
-                    "split": pair.split,
-                    "concept": pair.concept,
-                    "form": intervention.form,
-                    "method": method,
-                    "layer": intervention.layer,
-                    "site": intervention.site,
-                    "m": float(m),
+                    **row_keys(pair, intervention, method, m),
                     "repetition_rate": repetition_rate(tokens, n),
                     "n_tokens": len(tokens),
                     "text": model.tokenizer.decode(tokens, skip_special_tokens=True),
