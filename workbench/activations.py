@@ -157,7 +157,7 @@ def capture_activations(
             padding_side=padding_side,
             max_length=max_length,
         ).to(device)
-        cache = _run_with_cache(model, encoded, hook_names, stop_at)
+        cache = run_batch_with_cache(model, encoded, hook_names, stop_at)
         for name in hook_names:
             chunks[name].append(_reduce(cache[name], encoded, position_rule).to("cpu", dtype))
         if position_rule == "answer_tokens":
@@ -204,7 +204,8 @@ def capture_activations(
 
 
 @torch.no_grad()
-def _run_with_cache(model, encoded: EncodedBatch, hook_names: list[str], stop_at: int | None):
+def run_batch_with_cache(model, encoded: EncodedBatch, hook_names: list[str], stop_at: int | None):
+    """Activations at ``hook_names`` for one encoded batch (masks and positions honoured)."""
     _, cache = model.run_with_cache(
         encoded.input_ids,
         attention_mask=encoded.attention_mask,

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .activations import run_batch_with_cache
 from .concepts import DATA_DIR
 from .encoding import encode_texts
 from .generation import generate
@@ -86,14 +87,7 @@ def token_activations(
             max_length=getattr(model.cfg, "n_ctx", None),
         ).to(device)
         mask = batch.answer_mask if answers is not None else batch.prompt_mask
-        _, cache = model.run_with_cache(
-            batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
-            names_filter=hooks,
-            stop_at_layer=stop,
-            return_cache_object=False,
-        )
+        cache = run_batch_with_cache(model, batch, hooks, stop)
         for hook in hooks:
             parts[hook].append(cache[hook][mask].float().cpu())
         rows = torch.arange(mask.shape[0], device=mask.device) + start
