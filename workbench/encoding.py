@@ -35,6 +35,15 @@ class EncodedBatch:
     def to(self, device: str | torch.device) -> EncodedBatch:
         return EncodedBatch(**{k: getattr(self, k).to(device) for k in self.__dataclass_fields__})
 
+    def tile(self, times: int) -> EncodedBatch:
+        """The batch repeated ``times`` times along the batch axis (row i + k·batch = row i)."""
+        return EncodedBatch(
+            **{
+                k: getattr(self, k).repeat(times, *([1] * (getattr(self, k).ndim - 1)))
+                for k in self.__dataclass_fields__
+            }
+        )
+
 
 def encode_pairs(
     tokenizer,

@@ -7,7 +7,8 @@
   changes nothing but the time taken. The sweep engine verifies this against a plain
   ``start_at_layer`` forward before relying on it.
 - :func:`final_normed_residual` stops the forward after the final norm, so the unembedding can
-  be applied at the positions that are scored only (for a 262k vocabulary, most of the work).
+  be applied at the positions that are scored only (for a 262k vocabulary, most of the work):
+  :func:`answer_logprob_sums` does that for answer tokens.
 """
 
 from __future__ import annotations
@@ -77,3 +78,14 @@ def unembed(model, normed: Tensor) -> Tensor:
     if cap:
         logits = torch.tanh(logits / cap) * cap
     return logits
+
+
+def answer_logprob_sums(model, normed: Tensor, batch) -> Tensor:
+    """Sum of log P(answer token | prefix) per row of an ``EncodedBatch``, from final-normed
+    residuals, unembedding the answer-predicting positions only (differentiable)."""
+    targets = batch.answer_mask[:, 1:]
+    rows, cols = targets.nonzero(as_tuple=True)
+    logits = unembed(model, normed[rows, cols]).float()
+    picked = logits.log_softmax(-1).gather(-1, batch.input_ids[rows, cols + 1, None]).squeeze(-1)
+    total = torch.zeros(normed.shape[0], dtype=torch.float32, device=normed.device)
+    return total.index_add(0, rows, picked)

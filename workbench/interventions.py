@@ -276,7 +276,17 @@ def load_intervention(path: str | Path) -> tuple[Intervention, dict[str, Any]]:
     form = config.pop("form")
     if form not in FORMS:
         raise ValueError(f"{path}: unknown intervention form {form!r}; known: {list(FORMS)}")
+    projection = config.pop("projection", None)
     intervention = FORMS[form](**config)
+    if projection is not None:  # a ProjectedIntervention: the buffers come from the file
+        from .projected_steer import ManifoldProjection, ProjectedIntervention
+
+        subspace = ManifoldProjection(
+            torch.zeros(projection["n_components"], intervention.d_out),
+            torch.zeros(intervention.d_out),
+            projection["scale"],
+        )
+        intervention = ProjectedIntervention(intervention, subspace, projection["strength"])
     intervention.load_state_dict(tensors)
     return intervention, meta.get("provenance", {})
 

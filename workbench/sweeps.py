@@ -31,11 +31,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch import Tensor
 from tqdm.auto import tqdm
 
-from .encoding import EncodedBatch, encode_texts
-from .fast_forward import final_normed_residual, residual_before, skipping_blocks_before, unembed
+from .encoding import encode_texts
+from .fast_forward import (
+    answer_logprob_sums,
+    final_normed_residual,
+    residual_before,
+    skipping_blocks_before,
+)
 from .interventions import Intervention, TokenRoles, steering
 from .log_odds import preference_utility
 from .models import model_provenance
@@ -226,7 +230,7 @@ def _batch_losses(model, pairs, intervention, grid, max_rows, verify):
     logprobs = torch.zeros(len(grid), 2 * n, dtype=torch.float64)
     for first in range(0, len(grid), per_chunk):
         chunk = grid[first : first + per_chunk]
-        tiled = _tile(batch, len(chunk))
+        tiled = batch.tile(len(chunk))
         ms = torch.tensor(chunk, device=device).repeat_interleave(2 * n)
         x = inputs.repeat(len(chunk), *([1] * (inputs.ndim - 1)))
         kwargs = dict(attention_mask=tiled.attention_mask, position_ids=tiled.position_ids)
@@ -246,7 +250,7 @@ def _batch_losses(model, pairs, intervention, grid, max_rows, verify):
                     "this architecture's blocks cannot be skipped (run with verify on and "
                     "report it)"
                 )
-        total = _answer_logprob_sums(model, normed, tiled)
+        total = answer_logprob_sums(model, normed, tiled)
         logprobs[first : first + len(chunk)] = total.view(len(chunk), 2 * n).double().cpu()
     lengths = batch.answer_mask.sum(-1).cpu().numpy()
     loss_p, loss_n = -logprobs[:, :n].numpy(), -logprobs[:, n:].numpy()
@@ -257,25 +261,6 @@ def _batch_losses(model, pairs, intervention, grid, max_rows, verify):
         np.broadcast_to(lengths[:n], shape),
         np.broadcast_to(lengths[n:], shape),
     )
-
-
-def _tile(batch: EncodedBatch, times: int) -> EncodedBatch:
-    return EncodedBatch(
-        **{
-            name: getattr(batch, name).repeat(times, *([1] * (getattr(batch, name).ndim - 1)))
-            for name in batch.__dataclass_fields__
-        }
-    )
-
-
-def _answer_logprob_sums(model, normed: Tensor, batch: EncodedBatch) -> Tensor:
-    """Sum of log P(answer token | prefix) per row, unembedding answer-predicting positions only."""
-    targets = batch.answer_mask[:, 1:]
-    rows, cols = targets.nonzero(as_tuple=True)
-    logits = unembed(model, normed[rows, cols]).float()
-    picked = logits.log_softmax(-1).gather(-1, batch.input_ids[rows, cols + 1, None]).squeeze(-1)
-    total = torch.zeros(normed.shape[0], dtype=torch.float32, device=normed.device)
-    return total.index_add_(0, rows, picked)
 
 
 def _rows(pairs, intervention, grid, labels, loss_p, loss_n, len_p, len_n) -> pd.DataFrame:
