@@ -60,6 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     manifold.add_argument("--split", default="test", help="pairs analysed (train, test or all)")
     manifold.add_argument("--seed", type=int, default=0)
     manifold.add_argument("--out", type=Path, default=Path("runs"))
+    compare = commands.add_parser(
+        "compare", help="DiffMean, random, SFT, SPLIT and SPLIT projected, for each form"
+    )
+    compare.add_argument("--concepts", nargs="+", default=["sentiment", "formality"])
+    compare.add_argument("--model", default=DEFAULT_MODEL)
+    compare.add_argument("--forms", nargs="+", default=["vector", "lora", "local_weight"])
+    compare.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    compare.add_argument("--layer", type=int, default=None, help="block (default: recommended)")
+    compare.add_argument("--epochs", type=int, default=2)
+    compare.add_argument("--margin", type=float, default=1.0, help="utility margin (nats)")
+    compare.add_argument("--bootstrap", type=int, default=1000)
+    compare.add_argument("--out", type=Path, default=Path("runs"))
     commands.add_parser("models", help="list the models that load without network")
     return parser
 
@@ -72,7 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(available_models()))
         return 0
     try:
-        commands = {"curves": _curves, "manifold": _manifold, "study": _study}
+        commands = {
+            "compare": _compare,
+            "curves": _curves,
+            "manifold": _manifold,
+            "study": _study,
+        }
         return commands[args.command](args)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -310,3 +327,59 @@ def _manifold(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .concepts import load_concept
+    from .method_comparison import (
+        ComparisonConfig,
+        format_comparison,
+        run_comparison,
+        split_vs_sft,
+        summarise,
+    )
+    from .models import load_model, model_provenance
+    from .split_training import TrainingConfig
+
+    config = ComparisonConfig(  # validates forms, grid and margin before the model loads
+        concepts=tuple(args.concepts),
+        forms=tuple(args.forms),
+        seeds=tuple(args.seeds),
+        layer=args.layer,
+        utility_margin=args.margin,
+        training=TrainingConfig(epochs=args.epochs),
+        n_bootstrap=args.bootstrap,
+    )
+    for concept in args.concepts:
+        load_concept(concept)
+    model = load_model(args.model)
+    _check_layer(args, model)
+    out = args.out / f"compare-{args.model.replace('/', '_')}"
+    started = time.perf_counter()
+    sweeps, histories = run_comparison(model, config, out_dir=out)
+    summary = summarise(sweeps, config.trained_m, config.utility_margin, config.n_bootstrap)
+    claims = split_vs_sft(sweeps, config.trained_m, config.utility_margin, config.n_bootstrap)
+    sweeps.to_parquet(out / "sweeps.parquet")
+    summary.to_csv(out / "summary.csv", index=False)
+    claims.to_csv(out / "split_vs_sft.csv", index=False)
+    if histories:
+        import pandas as pd
+
+        pd.concat(histories, ignore_index=True).to_csv(out / "training.csv", index=False)
+    made = {
+        "model": model_provenance(model).to_dict(),
+        "config": config.to_dict(),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    (out / "comparison.json").write_text(json.dumps(made, indent=2), encoding="utf-8")
+    table = format_comparison(summary)
+    (out / "summary.md").write_text(table + "\n", encoding="utf-8")
+    print(
+        f"held-out pairs, model {args.model}, trained m = {config.trained_m}, utility margin "
+        f"{config.utility_margin} nats, seeds {list(config.seeds)}; value [95% bootstrap CI]\n"
+        + table
+        + "\nSPLIT minus SFT:\n"
+        + claims.to_string(index=False, float_format=lambda v: f"{v:+.2f}")
+        + f"\ntables: {out}/ (sweeps.parquet, summary.csv, split_vs_sft.csv, training.csv)"
+    )
+    return 0

@@ -1,0 +1,419 @@
+"""Compare steering methods on one scale: DiffMean, random, SFT, SPLIT and SPLIT projected.
+
+For each concept and seed, every method is swept over the same multiplier grid on the held-out
+(test) pairs; trained methods fit on the training pairs less a validation share used for early
+stopping, so the test split is untouched by every choice. The summary reports, per concept ×
+form × method, with 95% bootstrap intervals over test pairs (seeds averaged per pair):
+
+- accuracy (share of pairs with P(A_p|q) > P(A_n|q)), mean PrefOdds and mean UtilOdds at the
+  trained multiplier;
+- the same means across the sweep's positive multipliers;
+- the best mean PrefOdds over the grid's positive multipliers whose mean UtilOdds stays within
+  ``utility_margin`` nats of the unsteered mean UtilOdds, and the m that reaches it.
+
+:func:`split_vs_sft` sets SPLIT against SFT per concept × form (paired over pairs): the
+paper's claim is that SPLIT raises preference at equal or better utility.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .activations import capture_activations
+from .concepts import load_concept
+from .directions import direction_from_activations
+from .interventions import FORMS, SteeringVector, load_intervention
+from .layer_sweep import layer_sweep
+from .manifold import ActivationManifold
+from .projected_steer import ManifoldProjection, ProjectedIntervention
+from .split_objective import SplitObjective
+from .split_training import TrainingConfig, train_intervention, validation_split
+from .sweeps import DEFAULT_GRID, SweepLabels, run_sweep
+from .valid_activations import collect_valid_activations
+
+METHODS = ("diff_of_means", "random", "sft", "split", "split_projected")
+VECTOR_ONLY = ("diff_of_means", "random")
+
+
+@dataclass(frozen=True)
+class ComparisonConfig:
+    """What to compare and how (the defaults are the settings of the closing-note table)."""
+
+    concepts: tuple[str, ...] = ("sentiment", "formality")
+    forms: tuple[str, ...] = ("vector", "lora", "local_weight")
+    methods: tuple[str, ...] = METHODS
+    seeds: tuple[int, ...] = (0, 1)
+    layer: int | None = None  # None: the layer sweep's recommendation, per concept
+    site: str = "mlp_out"
+    positions: str = "all"
+    multipliers: tuple[float, ...] = DEFAULT_GRID
+    trained_m: float = 1.0
+    utility_margin: float = 1.0
+    training: TrainingConfig = field(default_factory=lambda: TrainingConfig(epochs=2))
+    lora_rank: int = 4
+    projection_strength: float = 1.0
+    manifold_variance: float = 0.9
+    validation_fraction: float = 0.15
+    n_bootstrap: int = 1000
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("forms", tuple(FORMS)), ("methods", METHODS)):
+            unknown = [v for v in getattr(self, name) if v not in allowed]
+            if unknown:
+                raise ValueError(f"ComparisonConfig.{name}: unknown {unknown}; known: {allowed}")
+        if self.trained_m not in self.multipliers or 0.0 not in self.multipliers:
+            raise ValueError(
+                f"the multiplier grid {self.multipliers} must hold 0 and the trained m "
+                f"{self.trained_m}"
+            )
+        if not self.seeds or not self.concepts or not self.forms:
+            raise ValueError("ComparisonConfig needs at least one concept, form and seed")
+        if self.utility_margin < 0:
+            raise ValueError(f"utility_margin must be >= 0, got {self.utility_margin}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["training"] = self.training.to_dict()
+        return data
+
+
+def run_comparison(
+    model,
+    config: ComparisonConfig | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    """(sweep table of every method, training histories); resumable through ``out_dir``.
+
+    With ``out_dir``, trained interventions are saved as artefacts (``artefacts/``) and sweeps
+    are cached (``sweeps/``), so an interrupted comparison picks up where it stopped.
+    """
+    config = config or ComparisonConfig()
+    out = Path(out_dir) if out_dir is not None else None
+    setups = {}  # per concept: pairs, layer, output hook, manifold projection
+    for concept in config.concepts:
+        pairs = load_concept(concept)
+        layer = config.layer
+        if layer is None:
+            layer = layer_sweep(
+                model, pairs, methods=("diff_of_means",), progress=False
+            ).recommended_layer
+        hook = SteeringVector.for_model(model, layer, site=config.site).hook_names[1]
+        projection = None
+        if "split_projected" in config.methods:
+            projection = _site_projection(model, pairs.train, hook, config)
+        setups[concept] = (pairs, layer, hook, projection)
+    tables, histories = [], []
+    for seed in config.seeds:  # seed-major, so a cut-short run has whole seeds
+        for concept, (pairs, layer, hook, projection) in setups.items():
+            fit, validation = validation_split(pairs.train, config.validation_fraction, seed)
+            for method, form, intervention, history in _interventions(
+                model,
+                concept,
+                layer,
+                hook,
+                fit,
+                validation,
+                seed,
+                projection,
+                config,
+                out,
+                progress,
+            ):
+                labels = SweepLabels(method=method, seed=seed)
+                tables.append(
+                    run_sweep(
+                        model,
+                        pairs.test,
+                        intervention,
+                        config.multipliers,
+                        labels=labels,
+                        batch_size=config.batch_size,
+                        cache_dir=out / "sweeps" if out is not None else None,
+                        progress=progress,
+                    )
+                )
+                if history is not None:
+                    histories.append(
+                        history.assign(concept=concept, form=form, method=method, seed=seed)
+                    )
+    return pd.concat(tables, ignore_index=True), histories
+
+
+def _site_projection(model, train_pairs, hook: str, config: ComparisonConfig):
+    """The manifold's subspace at the intervention's output hook, from valid unsteered text
+    (neutral sentences and the training answers)."""
+    valid = collect_valid_activations(
+        model, [hook], train_pairs, sources=("neutral", "answers"), batch_size=config.batch_size
+    )
+    manifold = ActivationManifold(n_components=config.manifold_variance).fit(
+        valid.fitting(hook), calibration=valid.held_out(hook)
+    )
+    return ManifoldProjection.from_manifold(manifold)
+
+
+def _interventions(
+    model, concept, layer, hook, fit, validation, seed, projection, config, out, progress
+):
+    """Yield (method, form, intervention, training history or None) for one concept and seed."""
+    wanted = set(config.methods)
+    if wanted & set(VECTOR_ONLY) and "vector" in config.forms:
+        resid = f"blocks.{layer}.hook_resid_post"
+        acts = capture_activations(
+            model, fit, [hook, resid], batch_size=config.batch_size, progress=False
+        )
+        for method in VECTOR_ONLY:
+            if method in wanted:
+                direction = direction_from_activations(acts, hook, method, seed)
+                vector = SteeringVector.for_model(
+                    model,
+                    layer,
+                    site=config.site,
+                    positions=config.positions,
+                    vector=direction.vector,
+                )
+                yield method, "vector", vector, None
+    objectives = {"sft": SplitObjective.sft(), "split": config.training.objective}
+    for form in config.forms:
+        for method in ("sft", "split"):
+            if method not in wanted and not (method == "split" and "split_projected" in wanted):
+                continue
+            training = TrainingConfig.from_dict(
+                {
+                    **config.training.to_dict(),
+                    "objective": objectives[method].to_dict(),
+                    "seed": seed,
+                }
+            )
+            intervention, history = _trained(
+                model, concept, form, layer, fit, validation, training, config, out, progress
+            )
+            if method in wanted:
+                yield method, form, intervention, history
+            if method == "split" and "split_projected" in wanted:
+                projected = ProjectedIntervention(
+                    intervention, projection, strength=config.projection_strength
+                )
+                yield "split_projected", form, projected, None
+
+
+def _trained(model, concept, form, layer, fit, validation, training, config, out, progress):
+    """Train (or load the saved artefact of) one intervention; returns it and its history."""
+    name = f"{concept}-{form}-{training.method}-seed{training.seed}"
+    path = out / "artefacts" / name if out is not None else None
+    if path is not None and path.with_suffix(".json").is_file():
+        intervention, provenance = load_intervention(path)
+        intervention.to(next(model.parameters()).device)
+        history = pd.DataFrame(provenance["details"]["epochs"])
+        return intervention, history
+    kwargs: dict[str, Any] = {"site": config.site, "positions": config.positions}
+    if form == "lora":
+        kwargs.update(rank=config.lora_rank, seed=training.seed)
+    torch.manual_seed(training.seed)
+    intervention = FORMS[form].for_model(model, layer, **kwargs)
+    result = train_intervention(model, intervention, fit, validation, training, progress=progress)
+    if path is not None:
+        result.save(path, model, fit)
+    return result.intervention, result.epochs
+
+
+# -- the summary -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """Which multiplier columns the statistics read: the trained m, the positive m, and the
+    utility floor (unsteered mean UtilOdds minus the margin)."""
+
+    at: int
+    positive: list[int]
+    floor: float
+
+
+def _statistics(pref: np.ndarray, util: np.ndarray, columns: _Columns) -> dict[str, float]:
+    at, positive = columns.at, columns.positive
+    return {
+        "accuracy": float((pref[:, at] > 0).mean()),
+        "pref_odds": float(pref[:, at].mean()),
+        "util_odds": _nanmean(util[:, at]),
+        "pref_odds_sweep": float(pref[:, positive].mean()),
+        "util_odds_sweep": _nanmean(util[:, positive]),
+        "best_pref_within_margin": _best_within(pref, util, positive, columns.floor)[0],
+    }
+
+
+def _differences(pref: np.ndarray, util: np.ndarray, columns: _Columns) -> dict[str, float]:
+    """SPLIT minus SFT, from [pairs, 2·grid] matrices (SPLIT's columns first)."""
+    width = pref.shape[1] // 2
+    split = _statistics(pref[:, :width], util[:, :width], columns)
+    sft = _statistics(pref[:, width:], util[:, width:], columns)
+    return {
+        f"d_{name}": split[name] - sft[name]
+        for name in ("pref_odds", "util_odds", "best_pref_within_margin")
+    }
+
+
+def summarise(
+    sweeps: pd.DataFrame,
+    trained_m: float = 1.0,
+    utility_margin: float = 1.0,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One row per concept × form × method: the comparison table (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    baseline = _unsteered_utility(sweeps)
+    rows = []
+    for (concept, form, method), group in sweeps.groupby(["concept", "form", "method"], sort=False):
+        pref, util, grid = _per_pair_matrices(group)
+        columns = _columns(grid, trained_m, baseline[concept] - utility_margin)
+        row: dict[str, Any] = {
+            "concept": concept,
+            "form": form,
+            "method": method,
+            "layer": int(group["layer"].iloc[0]),
+            "seeds": int(group["seed"].nunique()),
+            "n_pairs": pref.shape[0],
+            "trained_m": trained_m,
+        }
+        row.update(_with_intervals(_statistics, pref, util, columns, n_bootstrap, rng))
+        best_column = _best_within(pref, util, columns.positive, columns.floor)[1]
+        row["best_m"] = grid[best_column] if best_column is not None else np.nan
+        row["seed_sd_pref_odds"] = float(
+            group[group["m"] == trained_m].groupby("seed")["pref_odds"].mean().std(ddof=0)
+        )
+        row["util_undefined_rows"] = int((~group["util_defined"]).sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def split_vs_sft(
+    sweeps: pd.DataFrame,
+    trained_m: float = 1.0,
+    utility_margin: float = 1.0,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """SPLIT minus SFT per concept × form, paired over test pairs, with 95% bootstrap CIs.
+
+    ``holds`` is the paper's claim at the trained m: preference higher (CI above 0) with
+    utility equal or better (the utility difference's CI reaches 0 or above).
+    """
+    rng = np.random.default_rng(seed)
+    baseline = _unsteered_utility(sweeps)
+    rows = []
+    for (concept, form), group in sweeps.groupby(["concept", "form"], sort=False):
+        if not {"sft", "split"} <= set(group["method"]):
+            continue
+        pref_split, util_split, grid = _per_pair_matrices(group[group["method"] == "split"])
+        pref_sft, util_sft, _ = _per_pair_matrices(group[group["method"] == "sft"])
+        columns = _columns(grid, trained_m, baseline[concept] - utility_margin)
+        row: dict[str, Any] = {"concept": concept, "form": form, "trained_m": trained_m}
+        row.update(
+            _with_intervals(
+                _differences,
+                np.concatenate([pref_split, pref_sft], axis=1),
+                np.concatenate([util_split, util_sft], axis=1),
+                columns,
+                n_bootstrap,
+                rng,
+            )
+        )
+        row["holds"] = bool(row["d_pref_odds_low"] > 0 and row["d_util_odds_high"] >= 0)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _columns(grid: list[float], trained_m: float, floor: float) -> _Columns:
+    if trained_m not in grid:
+        raise ValueError(f"the sweeps have no rows at the trained m = {trained_m}")
+    return _Columns(grid.index(trained_m), [i for i, m in enumerate(grid) if m > 0], floor)
+
+
+def _with_intervals(statistics, pref, util, columns, n_bootstrap, rng) -> dict[str, float]:
+    """The statistics and their percentile 95% intervals over pairs resampled with replacement."""
+    point = statistics(pref, util, columns)
+    samples: dict[str, list[float]] = {name: [] for name in point}
+    n = pref.shape[0]
+    for _ in range(n_bootstrap):
+        rows = rng.integers(0, n, n)
+        for name, value in statistics(pref[rows], util[rows], columns).items():
+            samples[name].append(value)
+    result: dict[str, float] = {}
+    for name, value in point.items():
+        values = np.asarray(samples[name], dtype=float)
+        values = values[np.isfinite(values)]
+        low, high = (
+            (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5)))
+            if values.size and np.isfinite(value)
+            else (np.nan, np.nan)
+        )
+        result.update({name: value, f"{name}_low": low, f"{name}_high": high})
+    return result
+
+
+def format_comparison(summary: pd.DataFrame) -> str:
+    """The comparison table as Markdown (value [95% CI])."""
+
+    def cell(row, name, percent=False):
+        value, low, high = row[name], row[f"{name}_low"], row[f"{name}_high"]
+        if percent:
+            return f"{value:.0%} [{low:.0%}, {high:.0%}]"
+        return f"{value:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+    header = (
+        "| concept | form | method | accuracy @m | PrefOdds @m | UtilOdds @m | PrefOdds sweep "
+        "| UtilOdds sweep | best PrefOdds within margin (m) |"
+    )
+    lines = [header, "|" + "---|" * 9]
+    for _, row in summary.iterrows():
+        best = (
+            f"{cell(row, 'best_pref_within_margin')} ({row['best_m']:g})"
+            if np.isfinite(row["best_pref_within_margin"])
+            else "none within margin"
+        )
+        lines.append(
+            f"| {row['concept']} | {row['form']} | {row['method']} | "
+            f"{cell(row, 'accuracy', True)} | {cell(row, 'pref_odds')} | "
+            f"{cell(row, 'util_odds')} | {cell(row, 'pref_odds_sweep')} | "
+            f"{cell(row, 'util_odds_sweep')} | {best} |"
+        )
+    return "\n".join(lines)
+
+
+def _nanmean(values: np.ndarray) -> float:
+    """Mean over defined values (undefined utility is NaN and counted separately)."""
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def _unsteered_utility(sweeps: pd.DataFrame) -> dict[str, float]:
+    """Mean UtilOdds at m = 0 per concept (the same for every method: m = 0 is unsteered)."""
+    at_zero = sweeps[sweeps["m"] == 0.0]
+    if at_zero.empty:
+        raise ValueError("the sweeps hold no m = 0 rows: the unsteered utility is unknown")
+    return at_zero.groupby("concept")["util_odds"].mean().to_dict()
+
+
+def _per_pair_matrices(group: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """PrefOdds and UtilOdds as [pairs, m] matrices, averaged over seeds per pair."""
+    means = group.groupby(["pair_id", "m"])[["pref_odds", "util_odds"]].mean().unstack("m")
+    grid = [float(m) for m in means["pref_odds"].columns]
+    return means["pref_odds"].to_numpy(), means["util_odds"].to_numpy(), grid
+
+
+def _best_within(pref, util, columns: Sequence[int], floor: float) -> tuple[float, int | None]:
+    """(best mean PrefOdds among ``columns`` whose mean UtilOdds >= floor, that column)."""
+    best, where = -np.inf, None
+    for column in columns:
+        util_mean = np.nanmean(util[:, column]) if np.isfinite(util[:, column]).any() else np.nan
+        if util_mean >= floor and pref[:, column].mean() > best:
+            best, where = float(pref[:, column].mean()), column
+    return (best if np.isfinite(best) else np.nan), where
