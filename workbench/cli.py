@@ -356,16 +356,15 @@ def _compare(args: argparse.Namespace) -> int:
     _check_layer(args, model)
     out = args.out / f"compare-{args.model.replace('/', '_')}"
     started = time.perf_counter()
-    sweeps, histories = run_comparison(model, config, out_dir=out)
+    comparison = run_comparison(model, config, out_dir=out)
+    sweeps = comparison.sweeps
     summary = summarise(sweeps, config.trained_m, config.utility_margin, config.n_bootstrap)
     claims = split_vs_sft(sweeps, config.trained_m, config.utility_margin, config.n_bootstrap)
     sweeps.to_parquet(out / "sweeps.parquet")
     summary.to_csv(out / "summary.csv", index=False)
     claims.to_csv(out / "split_vs_sft.csv", index=False)
-    if histories:
-        import pandas as pd
-
-        pd.concat(histories, ignore_index=True).to_csv(out / "training.csv", index=False)
+    comparison.epochs.to_csv(out / "training_epochs.csv", index=False)
+    comparison.steps.to_csv(out / "training_steps.csv", index=False)
     made = {
         "model": model_provenance(model).to_dict(),
         "config": config.to_dict(),
@@ -380,6 +379,6 @@ def _compare(args: argparse.Namespace) -> int:
         + table
         + "\nSPLIT minus SFT:\n"
         + claims.to_string(index=False, float_format=lambda v: f"{v:+.2f}")
-        + f"\ntables: {out}/ (sweeps.parquet, summary.csv, split_vs_sft.csv, training.csv)"
+        + f"\ntables: {out}/ (sweeps.parquet, summary.csv, split_vs_sft.csv, training_*.csv)"
     )
     return 0

@@ -32,6 +32,7 @@ from .directions import direction_from_activations
 from .interventions import FORMS, SteeringVector, load_intervention
 from .layer_sweep import layer_sweep
 from .manifold import ActivationManifold
+from .pairs import PairDataset
 from .projected_steer import ManifoldProjection, ProjectedIntervention
 from .split_objective import SplitObjective
 from .split_training import TrainingConfig, train_intervention, validation_split
@@ -63,6 +64,8 @@ class ComparisonConfig:
     validation_fraction: float = 0.15
     n_bootstrap: int = 1000
     batch_size: int = 8
+    max_train_pairs: int | None = None  # train on at most this many training pairs
+    max_test_pairs: int | None = None  # sweep at most this many test pairs
 
     def __post_init__(self) -> None:
         for name, allowed in (("forms", tuple(FORMS)), ("methods", METHODS)):
@@ -85,45 +88,66 @@ class ComparisonConfig:
         return data
 
 
+@dataclass
+class Comparison:
+    """What :func:`run_comparison` produced: the sweep table of every method, the training
+    histories (per epoch and per step), the interventions by (concept, form, method, seed),
+    and the manifold projection used for the projected steer, per concept."""
+
+    sweeps: pd.DataFrame
+    epochs: pd.DataFrame
+    steps: pd.DataFrame
+    interventions: dict[tuple[str, str, str, int], Any]
+    projections: dict[str, ManifoldProjection]
+    layers: dict[str, int]
+
+
 def run_comparison(
     model,
     config: ComparisonConfig | None = None,
     out_dir: str | Path | None = None,
     progress: bool = True,
-) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
-    """(sweep table of every method, training histories); resumable through ``out_dir``.
+    *,
+    datasets: dict[str, PairDataset] | None = None,
+    projections: dict[str, ManifoldProjection] | None = None,
+) -> Comparison:
+    """Train, sweep and collect every method; resumable through ``out_dir``.
 
-    With ``out_dir``, trained interventions are saved as artefacts (``artefacts/``) and sweeps
-    are cached (``sweeps/``), so an interrupted comparison picks up where it stopped.
+    ``datasets`` (concept name -> pairs) overrides loading ``config.concepts`` by name;
+    ``projections`` supplies already-fitted manifold projections per concept. With
+    ``out_dir``, trained interventions are saved as artefacts (``artefacts/``) and sweeps are
+    cached (``sweeps/``), so an interrupted comparison picks up where it stopped.
     """
     config = config or ComparisonConfig()
     out = Path(out_dir) if out_dir is not None else None
-    setups = {}  # per concept: pairs, layer, output hook, manifold projection
-    for concept in config.concepts:
-        pairs = load_concept(concept)
+    datasets = datasets or {c: load_concept(c) for c in config.concepts}
+    projections = dict(projections or {})
+    layers: dict[str, int] = {}
+    for concept, pairs in datasets.items():
         layer = config.layer
         if layer is None:
             layer = layer_sweep(
                 model, pairs, methods=("diff_of_means",), progress=False
             ).recommended_layer
+        layers[concept] = layer
         hook = SteeringVector.for_model(model, layer, site=config.site).hook_names[1]
-        projection = None
-        if "split_projected" in config.methods:
-            projection = _site_projection(model, pairs.train, hook, config)
-        setups[concept] = (pairs, layer, hook, projection)
-    tables, histories = [], []
+        if "split_projected" in config.methods and concept not in projections:
+            projections[concept] = _site_projection(model, pairs.train, hook, config)
+    tables, epochs, steps, interventions = [], [], [], {}
     for seed in config.seeds:  # seed-major, so a cut-short run has whole seeds
-        for concept, (pairs, layer, hook, projection) in setups.items():
-            fit, validation = validation_split(pairs.train, config.validation_fraction, seed)
+        for concept, pairs in datasets.items():
+            layer = layers[concept]
+            train = pairs.train[: config.max_train_pairs]
+            test = pairs.test[: config.max_test_pairs]
+            fit, validation = validation_split(train, config.validation_fraction, seed)
             for method, form, intervention, history in _interventions(
                 model,
                 concept,
                 layer,
-                hook,
                 fit,
                 validation,
                 seed,
-                projection,
+                projections.get(concept),
                 config,
                 out,
                 progress,
@@ -132,20 +156,28 @@ def run_comparison(
                 tables.append(
                     run_sweep(
                         model,
-                        pairs.test,
+                        test,
                         intervention,
                         config.multipliers,
                         labels=labels,
                         batch_size=config.batch_size,
                         cache_dir=out / "sweeps" if out is not None else None,
                         progress=progress,
-                    )
+                    ).assign(concept=concept)
                 )
+                interventions[(concept, form, method, seed)] = intervention
                 if history is not None:
-                    histories.append(
-                        history.assign(concept=concept, form=form, method=method, seed=seed)
-                    )
-    return pd.concat(tables, ignore_index=True), histories
+                    keys = dict(concept=concept, form=form, method=method, seed=seed)
+                    epochs.append(history[0].assign(**keys))
+                    steps.append(history[1].assign(**keys))
+    return Comparison(
+        sweeps=pd.concat(tables, ignore_index=True),
+        epochs=pd.concat(epochs, ignore_index=True) if epochs else pd.DataFrame(),
+        steps=pd.concat(steps, ignore_index=True) if steps else pd.DataFrame(),
+        interventions=interventions,
+        projections=projections,
+        layers=layers,
+    )
 
 
 def _site_projection(model, train_pairs, hook: str, config: ComparisonConfig):
@@ -160,11 +192,10 @@ def _site_projection(model, train_pairs, hook: str, config: ComparisonConfig):
     return ManifoldProjection.from_manifold(manifold)
 
 
-def _interventions(
-    model, concept, layer, hook, fit, validation, seed, projection, config, out, progress
-):
-    """Yield (method, form, intervention, training history or None) for one concept and seed."""
+def _interventions(model, concept, layer, fit, validation, seed, projection, config, out, progress):
+    """Yield (method, form, intervention, (epochs, steps) or None) for one concept and seed."""
     wanted = set(config.methods)
+    hook = SteeringVector.for_model(model, layer, site=config.site).hook_names[1]
     if wanted & set(VECTOR_ONLY) and "vector" in config.forms:
         resid = f"blocks.{layer}.hook_resid_post"
         acts = capture_activations(
@@ -212,8 +243,8 @@ def _trained(model, concept, form, layer, fit, validation, training, config, out
     if path is not None and path.with_suffix(".json").is_file():
         intervention, provenance = load_intervention(path)
         intervention.to(next(model.parameters()).device)
-        history = pd.DataFrame(provenance["details"]["epochs"])
-        return intervention, history
+        details = provenance["details"]
+        return intervention, (pd.DataFrame(details["epochs"]), pd.DataFrame(details["steps"]))
     kwargs: dict[str, Any] = {"site": config.site, "positions": config.positions}
     if form == "lora":
         kwargs.update(rank=config.lora_rank, seed=training.seed)
@@ -222,7 +253,7 @@ def _trained(model, concept, form, layer, fit, validation, training, config, out
     result = train_intervention(model, intervention, fit, validation, training, progress=progress)
     if path is not None:
         result.save(path, model, fit)
-    return result.intervention, result.epochs
+    return result.intervention, (result.epochs, result.steps)
 
 
 # -- the summary -------------------------------------------------------------------------------

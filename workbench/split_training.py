@@ -151,6 +151,7 @@ class TrainingResult:
                 "best_epoch": self.best_epoch,
                 "stopped_early": self.stopped_early,
                 "epochs": self.epochs.to_dict(orient="records"),
+                "steps": self.steps.to_dict(orient="records"),
             },
         )
 
