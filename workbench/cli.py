@@ -1,11 +1,10 @@
 """The ``workbench`` command line.
 
-``workbench study`` is the main job. At this stage of the project it loads a model, reads a
-concept's contrast pairs, sweeps the residual-stream layers for held-out separation along each
-direction method, extracts the DiffMean direction at the recommended layer (or ``--layer``), and
-measures on the held-out pairs whether steering with it raises the preference for the positive
-answer, next to a random vector of the same norm. It grows into the full study (sweeps, fits,
-manifold, SPLIT, report) as those parts land.
+``workbench study`` is the main job: on one concept and model it chooses the layer, fits the
+valid manifold, trains SFT and SPLIT for each form next to DiffMean and random vectors, sweeps
+them all on held-out pairs, fits the curves, measures displacement, and writes one
+self-contained HTML report with the tidy tables and artefacts. ``compare``, ``curves`` and
+``manifold`` run the larger single analyses behind the report's sections.
 """
 
 from __future__ import annotations
@@ -23,21 +22,23 @@ from .packaged_models import DEFAULT_MODEL
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    study = commands.add_parser("study", help="directions, layer choice and a steering check")
+    study = commands.add_parser(
+        "study", help="the whole pipeline on one concept, ending in one HTML report"
+    )
     study.add_argument(
         "--concept", default="sentiment", help=f"one of {shipped_concepts()} or a pair file"
     )
     study.add_argument("--model", default=DEFAULT_MODEL, help="model name (see `workbench models`)")
     study.add_argument("--layer", type=int, default=None, help="block (default: recommended)")
-    study.add_argument(
-        "--strength",
-        type=float,
-        default=0.2,
-        help="steering-vector norm as a fraction of the mean residual-stream norm (default 0.2)",
-    )
-    study.add_argument("--batch-size", type=int, default=16)
+    study.add_argument("--site", default="mlp_out", help="mlp_out (the paper's) or resid")
+    study.add_argument("--forms", nargs="+", default=["vector", "lora", "local_weight"])
+    study.add_argument("--epochs", type=int, default=1, help="SFT / SPLIT training epochs")
+    study.add_argument("--train-pairs", type=int, default=24, help="pairs trained on")
+    study.add_argument("--test-pairs", type=int, default=16, help="held-out pairs swept")
+    study.add_argument("--bootstrap", type=int, default=200)
+    study.add_argument("--no-umap", action="store_true", help="PCA view only (faster)")
     study.add_argument("--seed", type=int, default=0)
-    study.add_argument("--out", type=Path, default=Path("runs"), help="where artefacts are written")
+    study.add_argument("--out", type=Path, default=Path("runs"), help="where results are written")
     study.add_argument("--numerics", choices=("raw", "compatibility"), default="raw")
     curves = commands.add_parser(
         "curves", help="sweep DiffMean vectors, fit preference/utility curves, report R²"
@@ -106,87 +107,35 @@ def _check_layer(args: argparse.Namespace, model) -> None:
 
 
 def _study(args: argparse.Namespace) -> int:
-    from .directions import direction_from_activations
-    from .interventions import SteeringVector
-    from .layer_sweep import layer_sweep
-    from .models import load_model, model_provenance
-    from .steering_check import preference_summary
-
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.strength <= 0:
-        raise ValueError(f"--strength must be > 0, got {args.strength}")
     from .concepts import load_concept
+    from .models import load_model
+    from .study import StudySettings, run_study
 
-    dataset = load_concept(args.concept)  # cheap, and fails before the model loads
-    started = time.perf_counter()
-    model = load_model(args.model, numerics=args.numerics)
-    n_layers = model.cfg.n_layers
-    _check_layer(args, model)
-    print(f"[workbench] layer sweep over {n_layers} blocks on {dataset!r}", file=sys.stderr)
-    sweep = layer_sweep(model, dataset, seed=args.seed, batch_size=args.batch_size)
-    layer = sweep.recommended_layer if args.layer is None else args.layer
-    hook = f"blocks.{layer}.hook_resid_post"
-    diffmean = direction_from_activations(sweep.train, hook, "diff_of_means", args.seed)
-    random = direction_from_activations(sweep.train, hook, "random", args.seed)
-
-    def steered(direction):
-        vector = SteeringVector.for_model(
-            model, layer, site="resid", vector=direction.scaled_to(args.strength)
-        )
-        return preference_summary(model, dataset.test, [(vector, 1.0)], args.batch_size)
-
-    base = preference_summary(model, dataset.test, batch_size=args.batch_size)
-    with_diffmean, with_random = steered(diffmean), steered(random)
-
-    out = args.out / f"{dataset.name}-{args.model.replace('/', '_')}"
-    out.mkdir(parents=True, exist_ok=True)
-    sweep.table.to_csv(out / "layer_sweep.csv", index=False)
-    diffmean.save(out / f"direction-diff_of_means-L{layer}")
-    random.save(out / f"direction-random-L{layer}")
-    at_layer = sweep.table[(sweep.table["layer"] == layer)].set_index("method")
-    summary = {
-        "model": model_provenance(model).to_dict(),
-        "concept": dataset.name,
-        "dataset_hash": dataset.content_hash(),
-        "pairs": {"train": len(dataset.train), "test": len(dataset.test)},
-        "recommended_layer": sweep.recommended_layer,
-        "layer": layer,
-        "hook": hook,
-        "position_rule": sweep.train.position_rule,
-        "separation_at_layer": at_layer[["auroc", "paired_accuracy", "effect_size"]].to_dict(
-            orient="index"
-        ),
-        "steering": {
-            "site": "resid",
-            "positions": "all",
-            "strength_fraction_of_mean_resid_norm": args.strength,
-            "mean_resid_norm": diffmean.mean_resid_norm,
-            "held_out": {
-                "unsteered": base.to_dict(),
-                "diff_of_means": with_diffmean.to_dict(),
-                "random": with_random.to_dict(),
-            },
-        },
-        "seed": args.seed,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    dm = at_layer.loc["diff_of_means"]
-    how_chosen = (
-        "recommended" if args.layer is None else f"chosen; recommended {sweep.recommended_layer}"
+    settings = StudySettings(  # validates forms, site and sizes before anything loads
+        layer=args.layer,
+        site=args.site,
+        forms=tuple(args.forms),
+        epochs=args.epochs,
+        train_pairs=args.train_pairs,
+        test_pairs=args.test_pairs,
+        n_bootstrap=args.bootstrap,
+        umap=not args.no_umap,
+        seed=args.seed,
     )
+    dataset = load_concept(args.concept)  # cheap, and fails before the model loads
+    model = load_model(args.model, numerics=args.numerics)
+    _check_layer(args, model)
+    name = dataset.name or Path(args.concept).stem
+    out = args.out / f"study-{name}-{args.model.replace('/', '_')}"
+    print(f"[workbench] study of {dataset!r} on {args.model} -> {out}/", file=sys.stderr)
+    result = run_study(model, dataset, settings, out)
+    comparison = result.tables["comparison"]
+    at_m = comparison[["form", "method", "accuracy", "pref_odds", "util_odds"]]
     print(
-        f"model {args.model} ({model_provenance(model).numerics} numerics), concept "
-        f"{dataset.name!r}: {len(dataset.train)} train / {len(dataset.test)} held-out pairs\n"
-        f"layer {layer} of 0..{n_layers - 1} ({how_chosen}): held-out DiffMean AUROC "
-        f"{dm['auroc']:.3f}, paired accuracy {dm['paired_accuracy']:.0%}, effect size "
-        f"{dm['effect_size']:.2f}\n"
-        f"steering at {hook}, |v| = {args.strength} x mean residual norm "
-        f"({diffmean.mean_resid_norm:.4g}); held-out P(A_p|q) > P(A_n|q) and mean PrefOdds "
-        f"(nats):\n"
-        f"  unsteered  {base}\n  DiffMean   {with_diffmean}\n  random     {with_random}\n"
-        f"artefacts: {out}/ (layer_sweep.csv, directions, summary.json)"
+        f"model {args.model}, concept {name!r}, layer {result.layer}; held-out pairs at the "
+        f"trained m = 1:\n"
+        + at_m.to_string(index=False, float_format=lambda v: f"{v:+.2f}")
+        + f"\nreport: {result.report} ({result.seconds:.0f} s); tables: {out}/tables/"
     )
     return 0
 

@@ -412,7 +412,7 @@ def training_figure(
 
 def token_projection_html(
     tokens: Sequence[Sequence[str]],
-    projections: Sequence[Sequence[float]],
+    projections: Sequence[Sequence[float] | np.ndarray],
     *,
     labels: Sequence[str] | None = None,
     scale: float | None = None,

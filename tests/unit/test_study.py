@@ -1,0 +1,106 @@
+"""The one-command study on a tiny model: every stage's table, the provenance record, and the
+report as a person sees it in headless Chromium (figures drawn, no network request)."""
+
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from tests.browser import chromium_binary, visit
+from workbench import cli
+from workbench.study_report import Report
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    arguments = [
+        "study",
+        "--model",
+        "tiny-llama",
+        "--concept",
+        "weddings",
+        "--layer",
+        "1",
+        "--train-pairs",
+        "12",
+        "--test-pairs",
+        "6",
+        "--bootstrap",
+        "20",
+        "--out",
+        str(out),
+    ]
+    assert cli.main(arguments) == 0
+    return next(out.glob("study-weddings-tiny-llama"))
+
+
+def test_study_writes_every_table_and_how_it_was_made(study_dir):
+    made = json.loads((study_dir / "study.json").read_text())
+    assert made["model"]["name"] == "tiny-llama" and made["layer"] == 1
+    assert made["hook"] == "blocks.1.mlp.out.hook_out"
+    assert made["settings"]["train_pairs"] == 12 and made["seconds"] > 0
+    tables = {p.stem for p in (study_dir / "tables").glob("*.csv")}
+    assert tables >= {
+        "sweeps",
+        "comparison",
+        "split_vs_sft",
+        "fits",
+        "layer_sweeps",
+        "displacement",
+        "validity",
+        "training_steps",
+        "generations",
+    }
+    comparison = pd.read_csv(study_dir / "tables" / "comparison.csv")
+    assert set(zip(comparison["form"], comparison["method"])) == {
+        ("vector", "diff_of_means"),
+        ("vector", "random"),
+        *(
+            (form, method)
+            for form in ("vector", "lora", "local_weight")
+            for method in ("sft", "split", "split_projected")
+        ),
+    }
+    sweeps = pd.read_csv(study_dir / "tables" / "sweeps.csv")
+    assert set(sweeps["split"]) == {"test"} and sweeps["pair_id"].nunique() == 6
+    assert any((study_dir / "cache" / "artefacts").glob("*split*.safetensors"))
+
+
+def test_report_is_self_contained(study_dir):
+    page = (study_dir / "report.html").read_text()
+    assert "Plotly" in page and page.count('class="plotly-graph-div') >= 9
+    # plotly.js is inlined; nothing is fetched by a tag (the browser test checks at run time)
+    assert "<script src=" not in page and "<link " not in page
+
+
+def test_report_renders_every_figure_with_no_network_request(study_dir, tmp_path):
+    if chromium_binary() is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: .ci/run should have installed it")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    made = json.loads((study_dir / "study.json").read_text())
+    seen = visit(study_dir / "report.html", tmp_path / "report.png")
+    assert seen.network_requests == []
+    assert seen.errors == []
+    assert len(seen.figures) == made["figures"] >= 9
+    for figure in seen.figures:
+        assert figure["width"] > 0 and figure["height"] > 0, figure
+        assert figure["svgs"] >= 1 and figure["traces"] >= 1 and figure["marks"] >= 1, figure
+    assert seen.screenshot.stat().st_size > 50_000
+
+
+def test_the_browser_check_catches_a_network_request_and_a_blank_figure(tmp_path):
+    if chromium_binary() is None:
+        pytest.skip("chromium is not installed")
+    report = Report("broken on purpose")
+    report.add("external", snippets=['<img src="http://example.invalid/pixel.png">'])
+    path = report.write(tmp_path / "broken.html")
+    page = path.read_text().replace(
+        "</body>", '<div class="plotly-graph-div" style="height:100px"></div></body>'
+    )
+    path.write_text(page)
+    seen = visit(path, tmp_path / "broken.png", timeout=15)
+    assert seen.network_requests == ["http://example.invalid/pixel.png"]
+    assert seen.figures and seen.figures[0]["marks"] == 0
