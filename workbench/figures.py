@@ -383,26 +383,15 @@ def training_figure(
                 col=1,
             )
     if epochs is not None and not epochs.empty:
-        figure.add_trace(
-            go.Scatter(
-                x=epochs["epoch"],
-                y=epochs["eval_loss"],
-                mode="lines+markers",
-                name="held-out objective",
-            ),
-            row=1,
-            col=2,
-        )
-        figure.add_trace(
-            go.Scatter(
-                x=epochs["epoch"],
-                y=epochs["mean_pref_odds"],
-                mode="lines+markers",
-                name="held-out mean PrefOdds",
-            ),
-            row=1,
-            col=3,
-        )
+        for col, (column, label) in enumerate(
+            (("eval_loss", "held-out objective"), ("mean_pref_odds", "held-out mean PrefOdds")),
+            start=2,
+        ):
+            figure.add_trace(
+                go.Scatter(x=epochs["epoch"], y=epochs[column], mode="lines+markers", name=label),
+                row=1,
+                col=col,
+            )
     figure.update_xaxes(title_text="step", row=1, col=1)
     figure.update_xaxes(title_text="epoch", row=1, col=2)
     figure.update_xaxes(title_text="epoch", row=1, col=3)
