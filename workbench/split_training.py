@@ -9,8 +9,8 @@ Per step: the blocks before the intervention run once without gradients, the ste
 starts at the intervention's block, and only answer positions are unembedded. AdamW with a
 linear schedule (optional warm-up) and gradient clipping; a progress bar shows each loss term.
 After every epoch the objective and the preference / utility summaries are measured on the
-evaluation pairs; training stops early when the evaluation objective stops improving, and the
-best epoch's parameters are kept.
+evaluation pairs (epoch 0, before training, as the reference); training stops early when the
+evaluation objective stops improving, and the parameters of the best trained epoch are kept.
 
 >>> vector = SteeringVector.for_model(model, layer=11)
 >>> result = train_intervention(model, vector, fit_pairs, validation_pairs, TrainingConfig())
@@ -324,8 +324,10 @@ def train_intervention(
     penalty_projection = projection if config.off_manifold_penalty > 0 else None
 
     step_rows: list[dict[str, Any]] = []
+    # Epoch 0 (before training) is measured as the reference, but the result is always a
+    # trained epoch: the best of epochs 1.., by the held-out objective.
     epoch_rows = [_evaluate(model, intervention, eval_pairs, config, penalty_projection, 0)]
-    best_loss, best_epoch = epoch_rows[0]["eval_loss"], 0
+    best_loss, best_epoch = float("inf"), 0
     best_state = copy.deepcopy(intervention.state_dict())
     stale, stopped_early = 0, False
     bar = tqdm(
