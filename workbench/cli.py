@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--forms", nargs="+", default=["vector", "lora", "local_weight"])
     study.add_argument("--epochs", type=int, default=1, help="SFT / SPLIT training epochs")
     study.add_argument("--train-pairs", type=int, default=24, help="pairs trained on")
-    study.add_argument("--test-pairs", type=int, default=16, help="held-out pairs swept")
+    study.add_argument("--test-pairs", type=int, default=12, help="held-out pairs swept")
     study.add_argument("--bootstrap", type=int, default=200)
     study.add_argument("--no-umap", action="store_true", help="PCA view only (faster)")
     study.add_argument("--seed", type=int, default=0)

@@ -69,12 +69,12 @@ class StudySettings:
     layer: int | None = None
     site: str = "mlp_out"
     forms: tuple[str, ...] = ("vector", "lora", "local_weight")
-    multipliers: tuple[float, ...] = (-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0)
+    multipliers: tuple[float, ...] = (-8.0, -4.0, -2.0, 0.0, 1.0, 2.0, 4.0, 8.0)
     train_pairs: int = 24
-    test_pairs: int = 16
+    test_pairs: int = 12
     epochs: int = 1
-    heatmap_layers: int = 4
-    heatmap_pairs: int = 8
+    heatmap_layers: int = 3
+    heatmap_pairs: int = 6
     displacement_pairs: int = 4
     displacement_multipliers: tuple[float, ...] = (-4.0, 0.0, 2.0, 4.0, 8.0)
     shift_pairs: int = 4
