@@ -323,10 +323,11 @@ def activation_shift_figure(
 def displacement_figure(
     table: pd.DataFrame, *, title: str = "Where steering moves the state"
 ) -> go.Figure:
-    """Concept projection, on-manifold and off-manifold norms against m, one panel per layer."""
+    """Concept projection, on-manifold and off-manifold norms against m, one panel per layer
+    (each panel on its own scale: an MLP output and the residual stream differ by orders)."""
     layers = sorted(table["analysis_layer"].unique())
     figure = make_subplots(
-        rows=1, cols=len(layers), subplot_titles=[f"layer {x}" for x in layers], shared_yaxes=True
+        rows=1, cols=len(layers), subplot_titles=[f"layer {x}" for x in layers], shared_yaxes=False
     )
     parts = {
         "concept_projection": ("concept projection", "crimson"),
