@@ -40,4 +40,4 @@ def test_study_on_gemma_steers_sentiment_and_reports(tmp_path, capsys):
     # The DiffMean direction steers sentiment; SPLIT training raises preference at its m = 1.
     assert mean[("vector", "diff_of_means", 8.0)] > unsteered + 1.0
     assert mean[("vector", "split", 1.0)] > unsteered
-    assert mean[("vector", "split", -1.0)] < unsteered  # the subtract examples: it steers both ways
+    assert mean[("vector", "split", -2.0)] < unsteered  # the subtract examples: it steers both ways
