@@ -214,12 +214,28 @@ NOTEBOOK_05 = [
         "markdown",
         """# 05 · A steering failure, taken apart
 
-Steering with the DiffMean vector works at moderate m and breaks the text at large m. This
-notebook finds where (layer, token) and why: does the steered state leave the valid manifold,
-and does the norm of the residual stream grow downstream? Then it checks whether removing the
-off-manifold part of the update (the projected steer) delays the failure.""",
+Steering with a DiffMean vector works at moderate m; push harder and the text should break.
+This notebook looks for the break at two sites of the same block, the MLP output (the paper's
+site) and the residual stream, and takes the one that breaks apart: **where** (which layer,
+which token) and **why** (is the steered state pushed off the valid manifold, and does the
+residual norm grow downstream?). Then it tests the explanation: if the failure is an
+off-manifold push, removing the off-manifold part of the update (the projected steer) should
+delay it, also at an equal push norm.
+
+`WORKBENCH_SMALL=1` runs the cells on a tiny random model (numbers meaningless).""",
     ),
-    ("code", setup("\nimport pandas as pd\nfrom IPython.display import HTML\n")),
+    (
+        "code",
+        setup("\nimport numpy as np\nimport pandas as pd\nfrom IPython.display import HTML\n"),
+    ),
+    (
+        "markdown",
+        """## The two sites, pushed hard
+
+The same recipe at both sites: the difference of means of the positive and negative answers'
+states at the site's output hook, added with multiplier m at every position during greedy
+generation. The MLP grid goes much further than the residual one.""",
+    ),
     (
         "code",
         """from workbench.activations import capture_activations
@@ -228,24 +244,43 @@ from workbench.interventions import SteeringVector
 from workbench.text_diagnostics import generation_diagnostics
 
 pairs = load_concept("sentiment")
-hook = f"blocks.{LAYER}.mlp.out.hook_out"
-acts = capture_activations(model, pairs.train, [hook, f"blocks.{LAYER}.hook_resid_post"],
-                           progress=False)
-direction = direction_from_activations(acts, hook, "diff_of_means")
-vector = SteeringVector.for_model(model, LAYER, vector=direction.vector)
-multipliers = (0.0, 4.0, 16.0, 64.0)
-texts = generation_diagnostics(model, pairs.test[:3], vector, multipliers,
-                               method="diff_of_means", max_new_tokens=16 if SMALL else 24)
-texts[["pair_id", "m", "repetition_rate", "text"]]""",
+prompts = pairs.test[: 3 if SMALL else 8]
+mlp_hook = f"blocks.{LAYER}.mlp.out.hook_out"
+resid_hook = f"blocks.{LAYER}.hook_resid_post"
+last_hook = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+acts = capture_activations(model, pairs.train, [mlp_hook, resid_hook, last_hook], progress=False)
+directions = {h: direction_from_activations(acts, h, "diff_of_means").vector
+              for h in (mlp_hook, resid_hook, last_hook)}
+steers = {  # site -> (vector, multipliers)
+    "mlp_out": (SteeringVector.for_model(model, LAYER, site="mlp_out",
+                                         vector=directions[mlp_hook]),
+                (0.0, 16.0, 64.0, 256.0, 1024.0)),
+    "resid": (SteeringVector.for_model(model, LAYER, site="resid", vector=directions[resid_hook]),
+              (0.0, 2.0, 4.0, 8.0, 16.0)),
+}
+texts = pd.concat([
+    generation_diagnostics(model, prompts, vector, grid, method=f"diff_of_means @ {site}",
+                           max_new_tokens=24)
+    for site, (vector, grid) in steers.items()])
+pd.set_option("display.max_colwidth", 120)
+texts[texts["pair_id"].isin([p.id for p in prompts[:2]])][
+    ["method", "pair_id", "m", "repetition_rate", "text"]]""",
+    ),
+    (
+        "code",
+        """# mean repetition rate (share of repeated 3-grams) of the continuations, by site and m
+texts.pivot_table(index="m", columns="method", values="repetition_rate")""",
     ),
     (
         "markdown",
-        """## Where: displacement at every downstream layer
+        """## Why the MLP site does not break: the post-MLP norm caps the push
 
-For each layer after the intervention, the off-manifold norm of the steered answer states and
-the ratio of steered to unsteered residual norm. A failure that is an off-manifold push shows
-off-manifold displacement far above the on-manifold part at the intervention layer; one that
-is carried downstream shows the norm ratio growing with depth.""",
+Gemma 3 normalises the MLP output (`post_feedforward_layernorm`) before adding it to the
+residual stream, so `m·v` added at `mlp.out.hook_out` is rescaled: as m grows the block's
+update tends to a fixed vector of bounded norm. Measured: the displacement of the block's
+residual output (`hook_resid_post`, answer tokens) along the concept direction, and its parts
+inside and outside the valid manifold's subspace, against m. A capped site plateaus; an
+uncapped one grows linearly in m. (Llama-style blocks, like the tiny model, have no such norm.)""",
     ),
     (
         "code",
@@ -260,37 +295,70 @@ valid = collect_valid_activations(model, hooks, pairs.train, sources=("neutral",
 manifolds = {h: ActivationManifold(n_components=0.9).fit(valid.fitting(h),
                                                           calibration=valid.held_out(h))
              for h in hooks}
-table = displacement_table(model, pairs.test[:4], vector, multipliers, manifolds,
-                           method="diff_of_means", sides=("positive",), progress=False)
-by_layer = table.groupby(["analysis_layer", "m"])[
-    ["off_manifold", "on_manifold", "norm_ratio", "beyond_epsilon", "kl_from_unsteered"]
+table = pd.concat([
+    displacement_table(model, pairs.test[:4], vector, grid, manifolds,
+                       directions={resid_hook: directions[resid_hook]}, method=site,
+                       sides=("positive",), progress=False)
+    for site, (vector, grid) in steers.items()])
+at_layer = table[table["hook"] == resid_hook].groupby(["method", "m"])[
+    ["concept_projection", "on_manifold", "off_manifold", "norm_ratio", "beyond_epsilon"]
 ].mean().reset_index()
-px.line(by_layer, x="analysis_layer", y="norm_ratio", color="m", markers=True,
-        title="Steered / unsteered residual norm, by layer after the intervention")""",
-    ),
-    (
-        "code",
-        """px.line(by_layer, x="analysis_layer", y="beyond_epsilon", color="m", markers=True,
-        title="Share of answer tokens beyond ε of the valid manifold, by layer")""",
+parts = at_layer[at_layer["m"] > 0].melt(
+    id_vars=["method", "m"], value_vars=["concept_projection", "on_manifold", "off_manifold"],
+    var_name="part", value_name="displacement")
+px.line(parts, x="m", y="displacement", color="part", facet_col="method", log_x=True,
+        markers=True, title=f"Displacement of {resid_hook} against m, by steering site"
+        ).update_yaxes(matches=None, showticklabels=True)""",
     ),
     (
         "markdown",
-        """## Which tokens: per-token projection of the broken generation
+        """## Where: the residual-site failure, layer by layer
 
-The prompt and its greedy continuations, each token coloured by its projection on the
-concept direction at the intervention hook (red +, blue −).""",
+For every block from the intervention on: the ratio of steered to unsteered residual norm,
+and the share of answer tokens beyond ε of that layer's valid manifold. A push the network
+absorbs shows the ratio relaxing towards 1 downstream; one that is carried through keeps it
+high to the last layer.""",
+    ),
+    (
+        "code",
+        """by_layer = table.groupby(["method", "analysis_layer", "m"])[
+    ["concept_projection", "off_manifold", "on_manifold", "norm_ratio", "beyond_epsilon",
+     "kl_from_unsteered"]
+].mean().reset_index()
+resid_layers = by_layer[by_layer["method"] == "resid"]
+px.line(resid_layers, x="analysis_layer", y="norm_ratio", color="m", markers=True,
+        title="Residual site: steered / unsteered residual norm, by layer")""",
+    ),
+    (
+        "code",
+        """px.line(resid_layers, x="analysis_layer", y="beyond_epsilon", color="m", markers=True,
+        title="Residual site: share of answer tokens beyond ε of the valid manifold, by layer")""",
+    ),
+    (
+        "code",
+        """# the output distribution: KL from the unsteered next-token distribution (nats)
+table.pivot_table(index="m", columns="method", values="kl_from_unsteered")""",
+    ),
+    (
+        "markdown",
+        """## Which tokens: per-token projection of the broken generations
+
+The first test prompt and its greedy continuations under the residual-site steer, re-run
+with the steer on, each token coloured by its state's projection on the concept direction at
+the **last** block (red +, blue −): where the concept takes over, and from which token.""",
     ),
     (
         "code",
         """from workbench.activation_shift import token_projections
 from workbench.figures import token_projection_html
 
-prompt = pairs.test[0].prompt
-rows = texts[texts["pair_id"] == pairs.test[0].id]
+resid_vector, resid_grid = steers["resid"]
+prompt = prompts[0].prompt
+rows = texts[(texts["pair_id"] == prompts[0].id) & (texts["method"] == "diff_of_means @ resid")]
 all_tokens, all_values, labels = [], [], []
 for _, row in rows.iterrows():
-    tokens, values = token_projections(model, [prompt + row["text"]], direction.vector, hook,
-                                       [(vector, float(row["m"]))])
+    tokens, values = token_projections(model, [prompt + row["text"]], directions[last_hook],
+                                       last_hook, [(resid_vector, float(row["m"]))])
     all_tokens += tokens
     all_values += values
     labels.append(f"m = {row['m']:g}")
@@ -300,46 +368,141 @@ HTML(token_projection_html(all_tokens, all_values, labels=labels))""",
         "markdown",
         """## Why, tested: does the projected steer delay the failure?
 
-The same vector with its off-subspace part removed at the intervention layer. If the failure
-is an off-manifold push, the projected steer should keep the text valid for longer at equal m.""",
+The residual vector with its part outside the valid subspace (at the intervention hook)
+removed. Removing that part also shortens the vector, which alone would delay a failure, so
+the projected steer runs twice: at the same m, and at m rescaled so that the pushes have
+equal norm. Only a delay at equal push norm supports the off-manifold explanation.""",
     ),
     (
         "code",
         """from workbench.projected_steer import ManifoldProjection, ProjectedIntervention
 
-projection = ManifoldProjection.from_manifold(
-    ActivationManifold(n_components=0.9).fit(
-        collect_valid_activations(model, [hook], pairs.train,
-                                  sources=("neutral", "answers")).fitting(hook)))
-projected = ProjectedIntervention(vector, projection, strength=1.0)
-kept = float(projection.on_subspace(direction.vector).norm() / direction.vector.norm())
+projection = ManifoldProjection.from_manifold(manifolds[resid_hook])
+projected = ProjectedIntervention(resid_vector, projection, strength=1.0)
+kept = float(projection.on_subspace(directions[resid_hook]).norm()
+             / directions[resid_hook].norm())
 print(f"share of the vector's norm inside the valid subspace: {kept:.2f}")
-projected_texts = generation_diagnostics(model, pairs.test[:3], projected, multipliers,
-                                         method="diff_of_means projected",
-                                         max_new_tokens=16 if SMALL else 24)
-pd.concat([texts, projected_texts])[["method", "pair_id", "m", "repetition_rate", "text"]]""",
+variants = {  # label -> (intervention, multipliers, norm of the push per unit of nominal m)
+    "diff_of_means @ resid": (resid_vector, resid_grid, 1.0),
+    "projected, same m": (projected, resid_grid, kept),
+    "projected, same push norm": (projected, tuple(m / kept for m in resid_grid), kept),
+}
+compared = []
+for label, (intervention, grid, unit) in variants.items():
+    if label == "diff_of_means @ resid":
+        rows = texts[texts["method"] == label].copy()
+    else:
+        rows = generation_diagnostics(model, prompts, intervention, grid, method=label,
+                                      max_new_tokens=24)
+    rows["push_norm"] = rows["m"] * unit * float(directions[resid_hook].norm())
+    compared.append(rows)
+compared = pd.concat(compared)
+compared["nominal_m"] = np.tile(np.repeat(resid_grid, len(prompts)), len(variants))
+compared.pivot_table(index="nominal_m", columns="method", values="repetition_rate")""",
+    ),
+    (
+        "code",
+        """compared[(compared["nominal_m"] >= 4) & (compared["pair_id"] == prompts[0].id)][
+    ["method", "nominal_m", "push_norm", "repetition_rate", "text"]]""",
+    ),
+    (
+        "markdown",
+        """Where does the projected steer land downstream? The same displacement measurement as
+above, for the projected steer at the same m: the share of answer tokens beyond ε, by layer.""",
+    ),
+    (
+        "code",
+        """projected_table = displacement_table(
+    model, pairs.test[:4], projected, resid_grid, manifolds,
+    directions={resid_hook: directions[resid_hook]}, method="resid, projected",
+    sides=("positive",), progress=False)
+both = pd.concat([table[table["method"] == "resid"], projected_table])
+both_layers = both.groupby(["method", "analysis_layer", "m"])[
+    ["concept_projection", "off_manifold", "on_manifold", "norm_ratio", "beyond_epsilon",
+     "kl_from_unsteered"]
+].mean().reset_index()
+px.line(both_layers, x="analysis_layer", y="beyond_epsilon", color="m", facet_col="method",
+        markers=True, title="Share of answer tokens beyond ε, by layer: plain and projected")""",
+    ),
+    (
+        "markdown",
+        """## What the numbers say
+
+Computed from the tables above, not written in by hand: the onset of the failure (the first
+m whose mean repetition rate reaches 0.5), and what the diagnostics read there.""",
+    ),
+    (
+        "code",
+        """def onset(rows, threshold=0.5):
+    \"\"\"The first m whose mean repetition rate reaches the threshold (None: never).\"\"\"
+    rates = rows.groupby("nominal_m" if "nominal_m" in rows else "m")["repetition_rate"].mean()
+    broken = rates[rates >= threshold]
+    return None if broken.empty else float(broken.index[0])
+
+
+def at(layers, method, m, layer):
+    \"\"\"The layer-mean diagnostics of one method at one m.\"\"\"
+    chosen = (layers["method"] == method) & (layers["m"] == m) & (layers["analysis_layer"] == layer)
+    return layers[chosen].iloc[0]
+
+
+def describe(row):
+    return (f"concept {row.concept_projection:.4g}, on {row.on_manifold:.4g}, "
+            f"off {row.off_manifold:.4g}, {row.beyond_epsilon:.0%} beyond ε, "
+            f"norm ratio {row.norm_ratio:.2f}, KL {row.kl_from_unsteered:.2f} nats")
+
+
+last_layer = model.cfg.n_layers - 1
+mlp_grid = steers["mlp_out"][1]
+top, below = (at(by_layer, "mlp_out", m, LAYER) for m in mlp_grid[-1:-3:-1])
+size = np.hypot(top.on_manifold, top.off_manifold) / np.hypot(below.on_manifold, below.off_manifold)
+print(f"MLP site: onset m = {onset(texts[texts['method'] == 'diff_of_means @ mlp_out'])}; "
+      f"displacement norm at layer {LAYER} grows x{size:.2f} "
+      f"while m grows x{mlp_grid[-1] / mlp_grid[-2]:g}")
+print(f"  m = {mlp_grid[-1]:g}, layer {LAYER}: {describe(top)}")
+m_break = onset(texts[texts["method"] == "diff_of_means @ resid"])
+print(f"residual site: onset m = {m_break}")
+if m_break is not None:
+    last_fluent = [m for m in resid_grid if m < m_break][-1:]
+    for m in (*last_fluent, m_break):
+        print(f"  m = {m:g}, layer {LAYER}: {describe(at(by_layer, 'resid', m, LAYER))}")
+        print(f"  m = {m:g}, last layer: {describe(at(by_layer, 'resid', m, last_layer))}")
+    rates = compared[compared["nominal_m"] == m_break].groupby("method")["repetition_rate"].mean()
+    print(f"mean repetition at m = {m_break:g}: "
+          + ", ".join(f"{label} {rate:.2f}" for label, rate in rates.items()))
+    for label in ("projected, same m", "projected, same push norm"):
+        print(f"  {label}: onset m = {onset(compared[compared['method'] == label])}")
+    print(f"  projected, m = {m_break:g}, last layer: "
+          f"{describe(at(both_layers, 'resid, projected', m_break, last_layer))}")""",
     ),
 ]
 
 
-def build(name: str, cells: list[tuple[str, str]]) -> None:
-    notebook = nbformat.v4.new_notebook()
-    notebook.metadata["kernelspec"] = {
+def notebook(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
+    """A notebook of the given (kind, source) cells, with stable cell ids."""
+    built = nbformat.v4.new_notebook()
+    built.metadata["kernelspec"] = {
         "name": "python3",
         "display_name": "Python 3",
         "language": "python",
     }
-    notebook.cells = [
-        nbformat.v4.new_markdown_cell(text)
+    built.cells = [
+        nbformat.v4.new_markdown_cell(text, id=f"cell-{index:02d}")
         if kind == "markdown"
-        else nbformat.v4.new_code_cell(text)
-        for kind, text in cells
-    ]
-    nbformat.write(notebook, NOTEBOOKS / name)
+        else nbformat.v4.new_code_cell(text, id=f"cell-{index:02d}")
+        for index, (kind, text) in enumerate(cells)
+    ]  # stable ids, so a rebuild only changes the cells whose source changed
+    return built
+
+
+NOTEBOOK_CELLS = {
+    "02_preference_utility.ipynb": NOTEBOOK_02,
+    "03_manifold_displacement.ipynb": NOTEBOOK_03,
+    "04_split_comparison.ipynb": NOTEBOOK_04,
+    "05_steering_failure.ipynb": NOTEBOOK_05,
+}
 
 
 if __name__ == "__main__":
-    build("02_preference_utility.ipynb", NOTEBOOK_02)
-    build("03_manifold_displacement.ipynb", NOTEBOOK_03)
-    build("04_split_comparison.ipynb", NOTEBOOK_04)
-    build("05_steering_failure.ipynb", NOTEBOOK_05)
+    for name, cells in NOTEBOOK_CELLS.items():
+        nbformat.write(notebook(cells), NOTEBOOKS / name)
