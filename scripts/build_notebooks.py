@@ -475,6 +475,40 @@ if m_break is not None:
     print(f"  projected, m = {m_break:g}, last layer: "
           f"{describe(at(both_layers, 'resid, projected', m_break, last_layer))}")""",
     ),
+    (
+        "markdown",
+        """### What this showed on Gemma 3 270M
+
+One run of this notebook (sentiment, layer 11, 8 test prompts × 24 greedy tokens; 4 pairs
+for the displacement tables; 2026-11-22). Rerun it to check: the cell above prints these.
+
+- **The MLP site cannot break the text.** From m = 256 to m = 1024 the displacement at the
+  block's output grows ×1.01: the post-MLP norm turns `m·v` into a bounded update. The KL
+  from the unsteered output saturates at 1.95 nats, and the mean repetition rate stays at
+  or below 0.27 at every m up to 1024: the text turns gushing ("The very very very…") but
+  stays English.
+- **The residual site breaks between m = 4 and m = 8.** Mean repetition is 0.03 at m = 4
+  (KL 0.87 nats) and 0.58 at m = 8 (KL 2.70); by m = 16 it is 0.95 (KL 12.3: "truly truly
+  truly…").
+- **Not norm growth.** At m = 8 the steered/unsteered residual norm ratio stays between 0.94
+  and 1.14 at every layer and ends at 0.94: Gemma's residual stream is so large that the
+  push rotates the state rather than inflating it.
+- **Off the manifold, but the ε test fires early.** At m = 8 every answer token is beyond ε
+  at every layer from 11 to 17. But at m = 4, where the text is still fluent, 38% are beyond
+  ε at layer 11 and 78% at the last layer. So leaving the manifold comes before the break
+  and does not mark it.
+- **The off-manifold part at the intervention layer is not what breaks it.** The saturated
+  MLP push has more off-manifold displacement at layer 11 (1727) than the breaking residual
+  push at m = 8 (711), yet it does not break the text. What separates fluent from broken is
+  the displacement along the concept direction: about 2.3–2.5 k for fluent text at both
+  sites, 5.0 k for broken text.
+- **The projected steer helps a little.** It removes the 14% of the vector's norm that lies
+  outside the valid subspace. At m = 8 mean repetition falls from 0.58 to 0.41 at the same
+  m, and to 0.45 at an equal push norm, which moves the 0.5-threshold onset from m = 8 to
+  m = 16. At m = 4 the share of last-layer tokens beyond ε falls from 78% to 65%. This is a
+  modest effect on 8 prompts; most of the failure is the size of the push along the concept
+  direction itself.""",
+    ),
 ]
 
 
