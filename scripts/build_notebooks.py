@@ -395,9 +395,9 @@ for label, (intervention, grid, unit) in variants.items():
         rows = generation_diagnostics(model, prompts, intervention, grid, method=label,
                                       max_new_tokens=24)
     rows["push_norm"] = rows["m"] * unit * float(directions[resid_hook].norm())
+    rows["nominal_m"] = rows["m"].map(dict(zip(grid, resid_grid)))
     compared.append(rows)
 compared = pd.concat(compared)
-compared["nominal_m"] = np.tile(np.repeat(resid_grid, len(prompts)), len(variants))
 compared.pivot_table(index="nominal_m", columns="method", values="repetition_rate")""",
     ),
     (
