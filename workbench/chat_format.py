@@ -1,10 +1,12 @@
-"""Format prompts with a model's chat template (for instruct models such as SmolLM2)."""
+"""Format prompts for a model: its chat template (instruct models such as SmolLM2), or an
+answer cue that makes a base model answer a persona question in the answer format."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 from .models import model_provenance
+from .packaged_models import PACKAGED_MODELS
 from .pairs import ContrastPair, PairDataset
 
 
@@ -42,3 +44,62 @@ def with_chat_template(model, pairs: PairDataset, system_prompt: str | None = No
         )
 
     return pairs.map(format_pair)
+
+
+PROMPT_STYLES: tuple[str, ...] = ("auto", "plain", "cue", "chat")
+DEFAULT_CUE = "\n\nAnswer:"
+
+
+def with_answer_cue(pairs: PairDataset, cue: str = DEFAULT_CUE) -> PairDataset:
+    """A copy of ``pairs`` whose prompts end with ``cue`` (prompts that already end with the
+    cue's text are kept), so a base model answers a persona question in the answer format."""
+    if not cue.strip():
+        raise ValueError("the answer cue is empty")
+
+    def cued(pair: ContrastPair) -> ContrastPair:
+        if pair.prompt.rstrip().endswith(cue.strip()):
+            return pair
+        return replace(pair, prompt=pair.prompt.rstrip() + cue)
+
+    return pairs.map(cued)
+
+
+def resolve_prompt_style(model, pairs: PairDataset, style: str = "auto") -> str:
+    """The concrete style ``auto`` stands for: plain prompts for free-text answers; for
+    answers that repeat (Yes/No, (A)/(B)), the chat template on a model that has one, else
+    the answer cue."""
+    from .answer_bias import answers_repeat
+
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"unknown prompt style {style!r}; choose one of {PROMPT_STYLES}")
+    if style != "auto":
+        return style
+    if not answers_repeat([p.positive for p in pairs], [p.negative for p in pairs]):
+        return "plain"
+    return "chat" if has_chat_template(model) else "cue"
+
+
+def has_chat_template(model) -> bool:
+    """Whether ``model`` is meant to be prompted through a chat template (the packaged
+    models say so explicitly; Gemma 3 270M is a base model)."""
+    packaged = PACKAGED_MODELS.get(model_provenance(model).name)
+    if packaged is not None:
+        return packaged.has_chat_template
+    return bool(getattr(model.tokenizer, "chat_template", None))
+
+
+def format_prompts(
+    model,
+    pairs: PairDataset,
+    style: str = "auto",
+    cue: str = DEFAULT_CUE,
+    system_prompt: str | None = None,
+) -> PairDataset:
+    """``pairs`` with prompts formatted for ``model`` in ``style`` (see :data:`PROMPT_STYLES`):
+    ``plain`` as is, ``cue`` with the answer cue appended, ``chat`` in the chat template."""
+    style = resolve_prompt_style(model, pairs, style)
+    if style == "cue":
+        return with_answer_cue(pairs, cue)
+    if style == "chat":
+        return with_chat_template(model, pairs, system_prompt)
+    return pairs

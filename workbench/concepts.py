@@ -8,6 +8,16 @@ from .pair_files import read_pairs
 from .pairs import PairDataset
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+NEUTRAL_SENTENCES = DATA_DIR / "neutral" / "sentences.txt"
+
+
+def neutral_sentences(path: str | Path = NEUTRAL_SENTENCES) -> list[str]:
+    """The neutral sentence set (valid, unsteered text), one per line."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    sentences = [line.strip() for line in lines if line.strip()]
+    if not sentences:
+        raise ValueError(f"{path} holds no sentences")
+    return sentences
 
 
 def shipped_concepts() -> list[str]:

@@ -9,11 +9,24 @@ it to that layer's output, at the positions it is told to steer:
 | ``LoRAUpdate``      | m·B A h_in       | r·(d_in + d_out)   |
 | ``LocalWeightUpdate``| m·(ΔW h_in + Δb) | d_in·d_out + d_out |
 
-Sites: ``"mlp_out"`` is the MLP down-projection of a block (the paper's site): ``h_in`` is
-``blocks.{l}.mlp.out.hook_in`` (d_mlp) and Δh is added at ``blocks.{l}.mlp.out.hook_out``
-(d_model, before any post-MLP norm), which is exactly an edit of that layer's weight and bias.
-``"resid"`` is the residual stream after the block (``blocks.{l}.hook_resid_post``), classic
-activation addition; there ``h_in`` is the residual stream itself.
+Sites (``SITES``; the default is ``"block"``):
+
+- ``"block"``, the paper's reference site: ``h_in`` is the MLP down-projection's input
+  ``blocks.{l}.mlp.out.hook_in`` (d_mlp) and Δh is added to the block's output
+  ``blocks.{l}.hook_resid_post`` (d_model). Without a post-MLP norm this equals editing the
+  down-projection; on Gemma 2/3 it is an additive update of the block output that no norm
+  rescales.
+- ``"mlp_out"``: the same input, Δh added at ``blocks.{l}.mlp.out.hook_out`` (before any
+  post-MLP norm): exactly an edit of the down-projection's weight and bias. On Gemma the
+  post-feedforward norm renormalises it, so its effect saturates in m.
+- ``"resid"``: the residual stream after the block, classic activation addition; ``h_in`` is
+  the residual stream itself.
+
+Units. ``Δh = m·s_out·(ΔW (h_in / s_in) + Δb)``, where ``s_out`` / ``s_in`` (``scale`` /
+``input_scale``) are the typical per-coordinate RMS of the site's output and input on valid
+text (:mod:`workbench.sites`). With the scales measured, a vector whose parameter has unit
+RMS pushes the state by its typical norm at m = 1, so m means the same push for every method
+and model, and learning rates carry across models. Both default to 1 (raw units).
 
 >>> vector = SteeringVector.for_model(model, layer=6, site="resid", positions="answer")
 >>> with vector.applied(model, m=4.0, roles=TokenRoles.from_batch(batch)):
@@ -25,7 +38,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,28 +49,10 @@ from torch import Tensor, nn
 from .artefacts import load_artefact, save_artefact
 from .encoding import EncodedBatch
 from .scoped_hooks import scoped_hooks
+from .sites import DEFAULT_SITE, SiteScales, site_hooks, site_widths
 
-SITES: tuple[str, ...] = ("mlp_out", "resid")
 POSITIONS: tuple[str, ...] = ("all", "prompt", "answer")
 Multiplier = float | Tensor  # a scalar, or one value per batch row
-
-
-def site_hooks(site: str, layer: int) -> tuple[str, str]:
-    """(input hook, output hook) of a site at a block."""
-    if site == "mlp_out":
-        return f"blocks.{layer}.mlp.out.hook_in", f"blocks.{layer}.mlp.out.hook_out"
-    if site == "resid":
-        return (f"blocks.{layer}.hook_resid_post",) * 2
-    raise ValueError(f"unknown site {site!r}; choose one of {SITES}")
-
-
-def site_widths(model, site: str) -> tuple[int, int]:
-    """(d_in, d_out) of a site on ``model``."""
-    if site == "mlp_out":
-        return model.cfg.d_mlp, model.cfg.d_model
-    if site == "resid":
-        return model.cfg.d_model, model.cfg.d_model
-    raise ValueError(f"unknown site {site!r}; choose one of {SITES}")
 
 
 @dataclass(frozen=True)
@@ -83,13 +78,25 @@ class TokenRoles:
 
 
 class Intervention(nn.Module):
-    """Base class: a trainable ``Δh = ΔW h_in + Δb`` at one site of one block."""
+    """Base class: a trainable ``Δh = s_out·(ΔW (h_in / s_in) + Δb)`` at one site of one block.
+
+    Subclasses define :meth:`update` (``ΔW x + Δb`` on the normalised input ``x``) and
+    :meth:`normalised_update` (the dense ``(ΔW, Δb)`` in those units); :meth:`delta` and
+    :meth:`dense_update` apply the scales.
+    """
 
     form: ClassVar[str] = ""
     reads_input: ClassVar[bool] = True  # whether delta() depends on h_in
 
     def __init__(
-        self, layer: int, d_in: int, d_out: int, site: str = "mlp_out", positions: str = "all"
+        self,
+        layer: int,
+        d_in: int,
+        d_out: int,
+        site: str = DEFAULT_SITE,
+        positions: str = "all",
+        scale: float = 1.0,
+        input_scale: float = 1.0,
     ) -> None:
         super().__init__()
         site_hooks(site, layer)  # validates the site
@@ -99,6 +106,9 @@ class Intervention(nn.Module):
             raise ValueError(f"layer must be >= 0, got {layer}")
         if site == "resid" and d_in != d_out:
             raise ValueError(f"the resid site maps d_model to d_model; got {d_in} -> {d_out}")
+        for name, value in (("scale", scale), ("input_scale", input_scale)):
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {value}")
         self.layer, self.d_in, self.d_out, self.site, self.positions = (
             layer,
             d_in,
@@ -106,30 +116,55 @@ class Intervention(nn.Module):
             site,
             positions,
         )
+        self.scale, self.input_scale = float(scale), float(input_scale)
 
     # -- what subclasses define -------------------------------------------------------------
-    def delta(self, h_in: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch d_out"]:
-        """``ΔW h_in + Δb`` (the update at m = 1)."""
+    def update(self, x: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch d_out"]:
+        """``ΔW x + Δb`` in normalised units (``x = h_in / input_scale``)."""
         raise NotImplementedError
 
-    def dense_update(self) -> tuple[Float[Tensor, "d_out d_in"], Float[Tensor, " d_out"]]:
-        """The equivalent (ΔW, Δb) as dense tensors."""
+    def normalised_update(self) -> tuple[Float[Tensor, "d_out d_in"], Float[Tensor, " d_out"]]:
+        """The equivalent (ΔW, Δb) in normalised units, as dense tensors."""
         raise NotImplementedError
 
     def _config(self) -> dict[str, Any]:
         return {}
 
     # -- shared ------------------------------------------------------------------------------
+    def delta(self, h_in: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch d_out"]:
+        """``Δh`` at m = 1, in the activations' own units."""
+        x = h_in / self.input_scale if self.input_scale != 1.0 else h_in
+        update = self.update(x)
+        return update * self.scale if self.scale != 1.0 else update
+
+    def dense_update(self) -> tuple[Float[Tensor, "d_out d_in"], Float[Tensor, " d_out"]]:
+        """The equivalent raw (ΔW, Δb): ``Δh = ΔW h_in + Δb`` at m = 1."""
+        weight, bias = self.normalised_update()
+        return weight * (self.scale / self.input_scale), bias * self.scale
+
     @classmethod
     def for_model(
-        cls, model, layer: int, site: str = "mlp_out", positions: str = "all", **kwargs: Any
+        cls,
+        model,
+        layer: int,
+        site: str = DEFAULT_SITE,
+        positions: str = "all",
+        scales: SiteScales | None = None,
+        **kwargs: Any,
     ) -> Intervention:
-        """An intervention sized for ``model`` at ``layer`` (checked against its depth)."""
+        """An intervention sized for ``model`` at ``layer`` (checked against its depth).
+
+        ``scales`` (from :func:`workbench.sites.site_scales`) sets the units; without
+        them the parameters are in raw activation units.
+        """
         if not 0 <= layer < model.cfg.n_layers:
             raise ValueError(
                 f"layer {layer} is out of range: the model has blocks 0..{model.cfg.n_layers - 1}"
             )
         d_in, d_out = site_widths(model, site)
+        if scales is not None:
+            scales.check(site, layer)
+            kwargs.update(scale=scales.output, input_scale=scales.input)
         device = next(model.parameters()).device
         return cls(layer, d_in, d_out, site=site, positions=positions, **kwargs).to(device)
 
@@ -162,7 +197,8 @@ class Intervention(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"layer={self.layer}, site={self.site!r}, positions={self.positions!r}, "
-            f"d_in={self.d_in}, d_out={self.d_out}, parameters={self.num_parameters}"
+            f"d_in={self.d_in}, d_out={self.d_out}, parameters={self.num_parameters}, "
+            f"scale={self.scale:.4g}, input_scale={self.input_scale:.4g}"
         )
 
     def config(self) -> dict[str, Any]:
@@ -173,6 +209,8 @@ class Intervention(nn.Module):
             "d_out": self.d_out,
             "site": self.site,
             "positions": self.positions,
+            "scale": self.scale,
+            "input_scale": self.input_scale,
             **self._config(),
         }
 
@@ -183,7 +221,11 @@ class Intervention(nn.Module):
 
 
 class SteeringVector(Intervention):
-    """Δh = m·Δb: a bias on the layer's output (activation addition)."""
+    """Δh = m·s_out·Δb: a bias on the site's output (activation addition).
+
+    ``vector`` is given in raw activation units (it is divided by ``scale``); ``along``
+    builds a vector from a direction so that m is the push in units of the typical norm.
+    """
 
     form = "vector"
     reads_input = False
@@ -193,25 +235,52 @@ class SteeringVector(Intervention):
         layer: int,
         d_in: int,
         d_out: int,
-        site: str = "mlp_out",
+        site: str = DEFAULT_SITE,
         positions: str = "all",
+        scale: float = 1.0,
+        input_scale: float = 1.0,
         vector: Tensor | None = None,
     ) -> None:
-        super().__init__(layer, d_in, d_out, site, positions)
+        super().__init__(layer, d_in, d_out, site, positions, scale, input_scale)
         initial = torch.zeros(d_out) if vector is None else vector.detach().clone().float()
         if initial.shape != (d_out,):
             raise ValueError(f"vector has shape {tuple(initial.shape)}, expected ({d_out},)")
-        self.bias = nn.Parameter(initial)
+        self.bias = nn.Parameter(initial / self.scale)
 
-    def delta(self, h_in: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch d_out"]:
-        return self.bias.to(h_in.dtype).expand(*h_in.shape[:-1], self.d_out)
+    @classmethod
+    def along(
+        cls,
+        model,
+        layer: int,
+        direction: Tensor,
+        scales: SiteScales,
+        site: str = DEFAULT_SITE,
+        positions: str = "all",
+    ) -> SteeringVector:
+        """A vector along ``direction`` whose push at m is ``m`` × the typical norm there."""
+        direction = direction.detach().float()
+        norm = float(direction.norm())
+        if not math.isfinite(norm) or norm == 0.0:
+            raise ValueError("the direction is zero or not finite")
+        raw = direction / norm * scales.output * math.sqrt(direction.shape[-1])
+        vector = cls.for_model(model, layer, site, positions, scales=scales, vector=raw.cpu())
+        assert isinstance(vector, SteeringVector)
+        return vector
 
-    def dense_update(self):
+    @property
+    def raw_vector(self) -> Tensor:
+        """Δh at m = 1 in activation units (a detached copy)."""
+        return (self.bias * self.scale).detach()
+
+    def update(self, x: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch d_out"]:
+        return self.bias.to(x.dtype).expand(*x.shape[:-1], self.d_out)
+
+    def normalised_update(self):
         return torch.zeros(self.d_out, self.d_in, device=self.bias.device), self.bias.detach()
 
 
 class LoRAUpdate(Intervention):
-    """Δh = m·B A h_in with A: r x d_in, B: d_out x r (B starts at zero, so ΔW = 0)."""
+    """Δh = m·s_out·B A (h_in / s_in) with A: r x d_in, B: d_out x r (B starts at zero)."""
 
     form = "lora"
 
@@ -220,12 +289,14 @@ class LoRAUpdate(Intervention):
         layer: int,
         d_in: int,
         d_out: int,
-        site: str = "mlp_out",
+        site: str = DEFAULT_SITE,
         positions: str = "all",
+        scale: float = 1.0,
+        input_scale: float = 1.0,
         rank: int = 4,
         seed: int = 0,
     ) -> None:
-        super().__init__(layer, d_in, d_out, site, positions)
+        super().__init__(layer, d_in, d_out, site, positions, scale, input_scale)
         if rank < 1:
             raise ValueError(f"rank must be >= 1, got {rank}")
         self.rank, self.seed = rank, seed
@@ -234,10 +305,10 @@ class LoRAUpdate(Intervention):
         self.lora_a = nn.Parameter((torch.rand(rank, d_in, generator=generator) * 2 - 1) * bound)
         self.lora_b = nn.Parameter(torch.zeros(d_out, rank))
 
-    def delta(self, h_in: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch d_out"]:
-        return (h_in @ self.lora_a.to(h_in.dtype).T) @ self.lora_b.to(h_in.dtype).T
+    def update(self, x: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch d_out"]:
+        return (x @ self.lora_a.to(x.dtype).T) @ self.lora_b.to(x.dtype).T
 
-    def dense_update(self):
+    def normalised_update(self):
         weight = (self.lora_b @ self.lora_a).detach()
         return weight, torch.zeros(self.d_out, device=weight.device)
 
@@ -246,21 +317,28 @@ class LoRAUpdate(Intervention):
 
 
 class LocalWeightUpdate(Intervention):
-    """Δh = m·(ΔW h_in + Δb) with a full ΔW and Δb (both start at zero)."""
+    """Δh = m·s_out·(ΔW (h_in / s_in) + Δb) with a full ΔW and Δb (both start at zero)."""
 
     form = "local_weight"
 
     def __init__(
-        self, layer: int, d_in: int, d_out: int, site: str = "mlp_out", positions: str = "all"
+        self,
+        layer: int,
+        d_in: int,
+        d_out: int,
+        site: str = DEFAULT_SITE,
+        positions: str = "all",
+        scale: float = 1.0,
+        input_scale: float = 1.0,
     ) -> None:
-        super().__init__(layer, d_in, d_out, site, positions)
+        super().__init__(layer, d_in, d_out, site, positions, scale, input_scale)
         self.weight = nn.Parameter(torch.zeros(d_out, d_in))
         self.bias = nn.Parameter(torch.zeros(d_out))
 
-    def delta(self, h_in: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch d_out"]:
-        return h_in @ self.weight.to(h_in.dtype).T + self.bias.to(h_in.dtype)
+    def update(self, x: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch d_out"]:
+        return x @ self.weight.to(x.dtype).T + self.bias.to(x.dtype)
 
-    def dense_update(self):
+    def normalised_update(self):
         return self.weight.detach(), self.bias.detach()
 
 
@@ -297,9 +375,13 @@ class SteeringState:
 
     ``roles`` None means "no batch information": allowed only for interventions on all positions.
     Generation loops replace ``roles`` between steps (prompt prefill, then one answer token).
+    With ``record_push``, every forward stores in ``push[i]`` the effective push of the i-th
+    intervention per batch row: the mean over steered positions of ``‖Δh‖ / ‖h‖``.
     """
 
     roles: TokenRoles | None = None
+    record_push: bool = False
+    push: dict[int, Tensor] = field(default_factory=dict)
 
 
 @contextmanager
@@ -307,30 +389,32 @@ def steering(
     model,
     interventions: Sequence[tuple[Intervention, Multiplier]],
     roles: TokenRoles | None = None,
+    *,
+    record_push: bool = False,
 ) -> Iterator[SteeringState]:
     """Apply several interventions at once; hooks are removed at exit, also on error.
 
     Interventions at the MLP site read the unmodified ``h_in`` and add to the output, so they
     commute; at the residual site each reads the stream as it arrives (earlier ones applied).
     """
-    state = SteeringState(roles)
+    state = SteeringState(roles, record_push)
     hooks = []
-    for intervention, m in interventions:
+    for index, (intervention, m) in enumerate(interventions):
         intervention.check_model(model)
         if roles is None and intervention.positions != "all":
             raise ValueError(
                 f"{intervention.form} steers {intervention.positions!r} positions, which needs "
                 "token roles: pass roles=TokenRoles.from_batch(batch)"
             )
-        hooks.extend(_hooks_for(intervention, m, state))
+        hooks.extend(_hooks_for(intervention, m, state, index))
     with scoped_hooks(model, hooks):
         yield state
 
 
-def _hooks_for(intervention: Intervention, m: Multiplier, state: SteeringState):
+def _hooks_for(intervention: Intervention, m: Multiplier, state: SteeringState, index: int):
     in_name, out_name = intervention.hook_names
     if isinstance(m, (int, float)) and m == 0:
-        return []  # exactly the unsteered model
+        return []  # exactly the unsteered model (its push is 0: not recorded)
     captured: dict[str, Tensor] = {}
 
     def remember_input(tensor: Tensor, *, hook) -> None:
@@ -344,6 +428,7 @@ def _hooks_for(intervention: Intervention, m: Multiplier, state: SteeringState):
         else:
             h_in = tensor
         update = intervention.delta(h_in) * _as_multiplier(m, tensor)
+        mask = None
         if state.roles is not None:
             mask = state.roles.mask(intervention.positions)
             if mask.shape != tensor.shape[:2]:
@@ -352,11 +437,23 @@ def _hooks_for(intervention: Intervention, m: Multiplier, state: SteeringState):
                     f"{tuple(tensor.shape[:2])} (batch, seq)"
                 )
             update = update * mask.unsqueeze(-1).to(update.dtype)
+        if state.record_push:
+            state.push[index] = _push(update, tensor, mask)
         return tensor + update
 
     if in_name == out_name or not intervention.reads_input:
         return [(out_name, add_update)]
     return [(in_name, remember_input), (out_name, add_update)]
+
+
+def _push(update: Tensor, state: Tensor, mask: Tensor | None) -> Tensor:
+    """Per batch row, the mean over steered positions of ‖Δh‖ / ‖h‖ (detached, float64)."""
+    with torch.no_grad():
+        ratio = update.double().norm(dim=-1) / state.double().norm(dim=-1).clamp(min=1e-12)
+        if ratio.ndim == 1:  # a single position per row (e.g. one generation step)
+            return ratio.cpu()
+        weights = torch.ones_like(ratio) if mask is None else mask.to(ratio.dtype)
+        return ((ratio * weights).sum(-1) / weights.sum(-1).clamp(min=1.0)).cpu()
 
 
 def _as_multiplier(m: Multiplier, tensor: Tensor) -> Tensor | float:

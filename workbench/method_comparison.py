@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import answer_bias
 from .activations import capture_activations
 from .concepts import load_concept
 from .directions import direction_from_activations
@@ -261,31 +262,53 @@ def _trained(model, concept, form, layer, fit, validation, training, config, out
 
 @dataclass(frozen=True)
 class _Columns:
-    """Which multiplier columns the statistics read: the trained m, the positive m, and the
-    utility floor (unsteered mean UtilOdds minus the margin)."""
+    """Which multiplier columns the statistics read (the trained m, the positive m, m = 0),
+    the utility floor (unsteered mean UtilOdds minus the margin), and the pairs' answers."""
 
     at: int
     positive: list[int]
+    zero: int
     floor: float
+    answers: _Answers
 
 
-def _statistics(pref: np.ndarray, util: np.ndarray, columns: _Columns) -> dict[str, float]:
+@dataclass(frozen=True)
+class _Answers:
+    """Each pair's concept answer and opposite answer, and whether answers repeat."""
+
+    positive: np.ndarray
+    negative: np.ndarray
+    repeat: bool
+
+    def take(self, rows: np.ndarray) -> _Answers:
+        return _Answers(self.positive[rows], self.negative[rows], self.repeat)
+
+
+def _statistics(data: dict[str, np.ndarray], columns: _Columns) -> dict[str, float]:
+    pref, util = data["pref"], data["util"]
     at, positive = columns.at, columns.positive
-    return {
+    answers = columns.answers.take(data["rows"])
+    stats = {
         "accuracy": float((pref[:, at] > 0).mean()),
+        "balanced_accuracy": answer_bias.balanced_accuracy(pref[:, at], answers.positive)
+        if answers.repeat
+        else np.nan,
         "pref_odds": float(pref[:, at].mean()),
         "util_odds": _nanmean(util[:, at]),
+        "answer_mass": float(np.mean(data["mass"][:, at])),
+        "push": float(np.mean(data["push"][:, at])),
         "pref_odds_sweep": float(pref[:, positive].mean()),
         "util_odds_sweep": _nanmean(util[:, positive]),
         "best_pref_within_margin": _best_within(pref, util, positive, columns.floor)[0],
     }
+    return stats
 
 
-def _differences(pref: np.ndarray, util: np.ndarray, columns: _Columns) -> dict[str, float]:
+def _differences(data: dict[str, np.ndarray], columns: _Columns) -> dict[str, float]:
     """SPLIT minus SFT, from [pairs, 2·grid] matrices (SPLIT's columns first)."""
-    width = pref.shape[1] // 2
-    split = _statistics(pref[:, :width], util[:, :width], columns)
-    sft = _statistics(pref[:, width:], util[:, width:], columns)
+    width = data["pref"].shape[1] // 2
+    split = _statistics({k: v[:, :width] if v.ndim == 2 else v for k, v in data.items()}, columns)
+    sft = _statistics({k: v[:, width:] if v.ndim == 2 else v for k, v in data.items()}, columns)
     return {
         f"d_{name}": split[name] - sft[name]
         for name in ("pref_odds", "util_odds", "best_pref_within_margin")
@@ -299,31 +322,107 @@ def summarise(
     n_bootstrap: int = 1000,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """One row per concept × form × method: the comparison table (see the module docstring)."""
+    """One row per concept × form × method: the comparison table (see the module docstring).
+
+    Each concept starts with its baselines: ``unsteered`` (the m = 0 column) and, where answers
+    repeat, one ``constant <answer>`` row per answer string (its accuracy is the share of items
+    whose concept answer it is; its balanced accuracy is 50%). Where answers repeat, every row
+    has balanced accuracy, per-answer accuracy, the answer it gives most and how often, and a
+    ``warning`` when its accuracy gain is explained by answer bias.
+    """
     rng = np.random.default_rng(seed)
     baseline = _unsteered_utility(sweeps)
+    rows: list[dict[str, Any]] = []
+    for concept, by_concept in sweeps.groupby("concept", sort=False):
+        groups = list(by_concept.groupby(["form", "method"], sort=False))
+        first = groups[0][1]
+        data, grid, answers = _per_pair_data(first)
+        columns = _columns(grid, trained_m, baseline[concept] - utility_margin, answers)
+        unsteered = _columns(grid, 0.0, columns.floor, answers)
+        row = _summary_row(concept, "none", "unsteered", first, data, unsteered, n_bootstrap, rng)
+        row["trained_m"] = 0.0
+        rows.append(row)
+        if answers.repeat:
+            rows.extend(_constant_rows(concept, answers, first))
+        for (form, method), group in groups:
+            data, grid, answers = _per_pair_data(group)
+            columns = _columns(grid, trained_m, baseline[concept] - utility_margin, answers)
+            rows.append(
+                _summary_row(concept, form, method, group, data, columns, n_bootstrap, rng)
+            )
+    return pd.DataFrame(rows)
+
+
+def _summary_row(concept, form, method, group, data, columns, n_bootstrap, rng) -> dict[str, Any]:
+    pref, util = data["pref"], data["util"]
+    answers = columns.answers
+    grid = sorted(group["m"].unique().tolist())
+    at = grid[columns.at]
+    row: dict[str, Any] = {
+        "concept": concept,
+        "form": form,
+        "method": method,
+        "layer": int(group["layer"].iloc[0]),
+        "seeds": int(group["seed"].nunique()),
+        "n_pairs": pref.shape[0],
+        "trained_m": at,
+    }
+    row.update(_with_intervals(_statistics, data, columns, n_bootstrap, rng))
+    best_column = _best_within(pref, util, columns.positive, columns.floor)[1]
+    row["best_m"] = grid[best_column] if best_column is not None else np.nan
+    row["seed_sd_pref_odds"] = float(
+        group[group["m"] == at].groupby("seed")["pref_odds"].mean().std(ddof=0)
+    )
+    row["util_undefined_rows"] = int((~group["util_defined"]).sum())
+    row.update(per_answer="", top_answer="", top_answer_share=np.nan, warning="")
+    if answers.repeat:
+        per_answer = answer_bias.per_answer_accuracy(pref[:, columns.at], answers.positive)
+        row["per_answer"] = ", ".join(f"{a}: {v:.0%}" for a, v in per_answer.items())
+        top, share = answer_bias.top_answer_share(
+            pref[:, columns.at], answers.positive, answers.negative
+        )
+        row["top_answer"], row["top_answer_share"] = top, share
+        zero = pref[:, columns.zero]
+        row["warning"] = answer_bias.bias_warning(
+            row["accuracy"],
+            row["balanced_accuracy"],
+            row["balanced_accuracy_low"],
+            top,
+            share,
+            float((zero > 0).mean()),
+            answer_bias.balanced_accuracy(zero, answers.positive),
+        )
+    return row
+
+
+def _constant_rows(concept: str, answers: _Answers, group: pd.DataFrame) -> list[dict[str, Any]]:
     rows = []
-    for (concept, form, method), group in sweeps.groupby(["concept", "form", "method"], sort=False):
-        pref, util, grid = _per_pair_matrices(group)
-        columns = _columns(grid, trained_m, baseline[concept] - utility_margin)
+    n = len(answers.positive)
+    for answer, accuracy in answer_bias.constant_baselines(
+        answers.positive, answers.negative
+    ).items():
         row: dict[str, Any] = {
             "concept": concept,
-            "form": form,
-            "method": method,
+            "form": "none",
+            "method": f"constant {answer}",
             "layer": int(group["layer"].iloc[0]),
-            "seeds": int(group["seed"].nunique()),
-            "n_pairs": pref.shape[0],
-            "trained_m": trained_m,
+            "seeds": 0,
+            "n_pairs": n,
+            "trained_m": np.nan,
+            "accuracy": accuracy,
+            "balanced_accuracy": 0.5,
+            "top_answer": answer,
+            "top_answer_share": 1.0,
+            "per_answer": ", ".join(
+                f"{a}: {float(a == answer):.0%}"
+                for a in sorted({x.strip() for x in answers.positive})
+            ),
+            "warning": "",
         }
-        row.update(_with_intervals(_statistics, pref, util, columns, n_bootstrap, rng))
-        best_column = _best_within(pref, util, columns.positive, columns.floor)[1]
-        row["best_m"] = grid[best_column] if best_column is not None else np.nan
-        row["seed_sd_pref_odds"] = float(
-            group[group["m"] == trained_m].groupby("seed")["pref_odds"].mean().std(ddof=0)
-        )
-        row["util_undefined_rows"] = int((~group["util_defined"]).sum())
+        for name in ("accuracy", "balanced_accuracy"):
+            row[f"{name}_low"] = row[f"{name}_high"] = row[name]
         rows.append(row)
-    return pd.DataFrame(rows)
+    return rows
 
 
 def split_vs_sft(
@@ -344,39 +443,44 @@ def split_vs_sft(
     for (concept, form), group in sweeps.groupby(["concept", "form"], sort=False):
         if not {"sft", "split"} <= set(group["method"]):
             continue
-        pref_split, util_split, grid = _per_pair_matrices(group[group["method"] == "split"])
-        pref_sft, util_sft, _ = _per_pair_matrices(group[group["method"] == "sft"])
-        columns = _columns(grid, trained_m, baseline[concept] - utility_margin)
+        split, grid, answers = _per_pair_data(group[group["method"] == "split"])
+        sft, _, _ = _per_pair_data(group[group["method"] == "sft"])
+        columns = _columns(grid, trained_m, baseline[concept] - utility_margin, answers)
+        data = {
+            k: np.concatenate([split[k], sft[k]], axis=1) if split[k].ndim == 2 else split[k]
+            for k in split
+        }
         row: dict[str, Any] = {"concept": concept, "form": form, "trained_m": trained_m}
-        row.update(
-            _with_intervals(
-                _differences,
-                np.concatenate([pref_split, pref_sft], axis=1),
-                np.concatenate([util_split, util_sft], axis=1),
-                columns,
-                n_bootstrap,
-                rng,
-            )
-        )
+        row.update(_with_intervals(_differences, data, columns, n_bootstrap, rng))
         row["holds"] = bool(row["d_pref_odds_low"] > 0 and row["d_util_odds_high"] >= 0)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _columns(grid: list[float], trained_m: float, floor: float) -> _Columns:
+def _columns(grid: list[float], trained_m: float, floor: float, answers: _Answers) -> _Columns:
     if trained_m not in grid:
         raise ValueError(f"the sweeps have no rows at the trained m = {trained_m}")
-    return _Columns(grid.index(trained_m), [i for i, m in enumerate(grid) if m > 0], floor)
+    if 0.0 not in grid:
+        raise ValueError("the sweeps hold no m = 0 rows: the unsteered values are unknown")
+    return _Columns(
+        grid.index(trained_m),
+        [i for i, m in enumerate(grid) if m > 0],
+        grid.index(0.0),
+        floor,
+        answers,
+    )
 
 
-def _with_intervals(statistics, pref, util, columns, n_bootstrap, rng) -> dict[str, float]:
+def _with_intervals(statistics, data, columns, n_bootstrap, rng) -> dict[str, float]:
     """The statistics and their percentile 95% intervals over pairs resampled with replacement."""
-    point = statistics(pref, util, columns)
+    n = data["pref"].shape[0]
+    data = {**data, "rows": np.arange(n)}
+    point = statistics(data, columns)
     samples: dict[str, list[float]] = {name: [] for name in point}
-    n = pref.shape[0]
     for _ in range(n_bootstrap):
         rows = rng.integers(0, n, n)
-        for name, value in statistics(pref[rows], util[rows], columns).items():
+        resampled = {name: values[rows] for name, values in data.items()}
+        for name, value in statistics(resampled, columns).items():
             samples[name].append(value)
     result: dict[str, float] = {}
     for name, value in point.items():
@@ -392,32 +496,45 @@ def _with_intervals(statistics, pref, util, columns, n_bootstrap, rng) -> dict[s
 
 
 def format_comparison(summary: pd.DataFrame) -> str:
-    """The comparison table as Markdown (value [95% CI])."""
+    """The comparison table as Markdown (value [95% CI]); answer-bias warnings below it."""
 
     def cell(row, name, percent=False):
-        value, low, high = row[name], row[f"{name}_low"], row[f"{name}_high"]
+        value, low, high = row.get(name, np.nan), row.get(f"{name}_low"), row.get(f"{name}_high")
+        if not np.isfinite(value):
+            return "–"
         if percent:
             return f"{value:.0%} [{low:.0%}, {high:.0%}]"
         return f"{value:+.2f} [{low:+.2f}, {high:+.2f}]"
 
     header = (
-        "| concept | form | method | accuracy @m | PrefOdds @m | UtilOdds @m | PrefOdds sweep "
-        "| UtilOdds sweep | best PrefOdds within margin (m) |"
+        "| concept | form | method | accuracy @m | balanced accuracy @m | gives most (share) "
+        "| PrefOdds @m | UtilOdds @m | answer mass @m | push @m | best PrefOdds within "
+        "margin (m) |"
     )
-    lines = [header, "|" + "---|" * 9]
+    lines = [header, "|" + "---|" * 11]
+    warnings = []
     for _, row in summary.iterrows():
-        best = (
+        best = row.get("best_pref_within_margin", np.nan)
+        best_text = (
             f"{cell(row, 'best_pref_within_margin')} ({row['best_m']:g})"
-            if np.isfinite(row["best_pref_within_margin"])
-            else "none within margin"
+            if np.isfinite(best)
+            else "–"
         )
+        share = row.get("top_answer_share", np.nan)
+        gives = f"{row['top_answer']} ({share:.0%})" if np.isfinite(share) else "–"
+        mass = row.get("answer_mass", np.nan)
+        push = row.get("push", np.nan)
         lines.append(
             f"| {row['concept']} | {row['form']} | {row['method']} | "
-            f"{cell(row, 'accuracy', True)} | {cell(row, 'pref_odds')} | "
-            f"{cell(row, 'util_odds')} | {cell(row, 'pref_odds_sweep')} | "
-            f"{cell(row, 'util_odds_sweep')} | {best} |"
+            f"{cell(row, 'accuracy', True)} | {cell(row, 'balanced_accuracy', True)} | {gives} | "
+            f"{cell(row, 'pref_odds')} | {cell(row, 'util_odds')} | "
+            f"{mass:.3g} | {push:.3g} | {best_text} |"
         )
-    return "\n".join(lines)
+        if isinstance(row.get("warning"), str) and row["warning"]:
+            warnings.append(
+                f"WARNING {row['concept']} {row['form']} {row['method']}: {row['warning']}"
+            )
+    return "\n".join(lines + (["", *warnings] if warnings else []))
 
 
 def _nanmean(values: np.ndarray) -> float:
@@ -433,11 +550,30 @@ def _unsteered_utility(sweeps: pd.DataFrame) -> dict[str, float]:
     return at_zero.groupby("concept")["util_odds"].mean().to_dict()
 
 
-def _per_pair_matrices(group: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[float]]:
-    """PrefOdds and UtilOdds as [pairs, m] matrices, averaged over seeds per pair."""
-    means = group.groupby(["pair_id", "m"])[["pref_odds", "util_odds"]].mean().unstack("m")
+def _per_pair_data(group: pd.DataFrame) -> tuple[dict[str, np.ndarray], list[float], _Answers]:
+    """[pairs, m] matrices (PrefOdds, UtilOdds, answer mass, push; seeds averaged per pair),
+    the m grid, and each pair's answers."""
+    group = group.copy()
+    for name in ("answer_mass", "push"):
+        if name not in group:
+            group[name] = np.nan
+    names = ["pref_odds", "util_odds", "answer_mass", "push"]
+    means = group.groupby(["pair_id", "m"])[names].mean().unstack("m")
     grid = [float(m) for m in means["pref_odds"].columns]
-    return means["pref_odds"].to_numpy(), means["util_odds"].to_numpy(), grid
+    data = {
+        "pref": means["pref_odds"].to_numpy(),
+        "util": means["util_odds"].to_numpy(),
+        "mass": means["answer_mass"].to_numpy(),
+        "push": means["push"].to_numpy(),
+    }
+    if {"A_p", "A_n"} <= set(group.columns):
+        first = group.groupby("pair_id")[["A_p", "A_n"]].first().loc[means.index]
+        positive, negative = first["A_p"].to_numpy(object), first["A_n"].to_numpy(object)
+        repeat = answer_bias.answers_repeat(list(positive), list(negative))
+    else:
+        positive = negative = np.array([""] * len(means), dtype=object)
+        repeat = False
+    return data, grid, _Answers(positive, negative, repeat)
 
 
 def _best_within(pref, util, columns: Sequence[int], floor: float) -> tuple[float, int | None]:

@@ -89,7 +89,15 @@ class ProjectedIntervention(Intervention):
     def __init__(
         self, inner: Intervention, projection: ManifoldProjection, strength: float = 1.0
     ) -> None:
-        super().__init__(inner.layer, inner.d_in, inner.d_out, inner.site, inner.positions)
+        super().__init__(
+            inner.layer,
+            inner.d_in,
+            inner.d_out,
+            inner.site,
+            inner.positions,
+            inner.scale,
+            inner.input_scale,
+        )
         if isinstance(inner, ProjectedIntervention):
             raise ValueError("the intervention is already projected")
         if not 0.0 <= strength <= 1.0:
@@ -129,7 +137,7 @@ class ProjectedIntervention(Intervention):
 
     @staticmethod
     def _base_keys() -> tuple[str, ...]:
-        return ("form", "layer", "d_in", "d_out", "site", "positions")
+        return ("form", "layer", "d_in", "d_out", "site", "positions", "scale", "input_scale")
 
 
 def off_manifold_excess(

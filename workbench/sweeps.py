@@ -3,7 +3,10 @@
 One tidy table, one row per pair × m: pair id, split, concept, form, method, layer, site,
 positions, seed, m, the losses ``L_p`` / ``L_n`` (summed, nats) and lengths ``T_p`` / ``T_n``,
 ``pref_odds`` / ``util_odds`` / ``util_defined`` from the summed losses, and the same three from
-the length-normalised losses (``*_norm``).
+the length-normalised losses (``*_norm``); ``answer_mass`` = P(A_p|q) + P(A_n|q) (does the model
+answer in the pair's format at all?), the two answers' text ``A_p`` / ``A_n`` (so summaries can
+tell when answers repeat across items) and ``push``, the effective push ``‖Δh‖ / ‖h‖`` at the
+steered positions (mean over them and over both answers; 0 at m = 0, NaN in the naive loop).
 
 Fast by construction, and checked against :func:`naive_sweep` (one full forward per pair, per m,
 per side) in the tests:
@@ -47,7 +50,7 @@ from .pairs import ContrastPair, PairDataset
 from .provenance import stable_hash
 from .scoring import answer_logprobs
 
-ENGINE_VERSION = 1
+ENGINE_VERSION = 2
 DEFAULT_GRID = (-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0)
 
 
@@ -228,6 +231,7 @@ def _batch_losses(model, pairs, intervention, grid, max_rows, verify):
     )
     per_chunk = max(1, max_rows // (2 * n))
     logprobs = torch.zeros(len(grid), 2 * n, dtype=torch.float64)
+    pushes = torch.zeros(len(grid), 2 * n, dtype=torch.float64)
     for first in range(0, len(grid), per_chunk):
         chunk = grid[first : first + per_chunk]
         tiled = batch.tile(len(chunk))
@@ -237,7 +241,7 @@ def _batch_losses(model, pairs, intervention, grid, max_rows, verify):
         if start > 0:
             kwargs["start_at_layer"] = start
         steer = [(intervention, ms)] if intervention is not None else []
-        with steering(model, steer, TokenRoles.from_batch(tiled)):
+        with steering(model, steer, TokenRoles.from_batch(tiled), record_push=True) as state:
             if verify and first == 0 and start > 0:
                 reference = final_normed_residual(model, x, **kwargs)
             with skipping_blocks_before(model, start):
@@ -252,6 +256,8 @@ def _batch_losses(model, pairs, intervention, grid, max_rows, verify):
                 )
         total = answer_logprob_sums(model, normed, tiled)
         logprobs[first : first + len(chunk)] = total.view(len(chunk), 2 * n).double().cpu()
+        if 0 in state.push:
+            pushes[first : first + len(chunk)] = state.push[0].view(len(chunk), 2 * n)
     lengths = batch.answer_mask.sum(-1).cpu().numpy()
     loss_p, loss_n = -logprobs[:, :n].numpy(), -logprobs[:, n:].numpy()
     shape = (len(grid), n)
@@ -260,11 +266,15 @@ def _batch_losses(model, pairs, intervention, grid, max_rows, verify):
         loss_n,
         np.broadcast_to(lengths[:n], shape),
         np.broadcast_to(lengths[n:], shape),
+        ((pushes[:, :n] + pushes[:, n:]) / 2).numpy(),
     )
 
 
-def _rows(pairs, intervention, grid, labels, loss_p, loss_n, len_p, len_n) -> pd.DataFrame:
+def _rows(
+    pairs, intervention, grid, labels, loss_p, loss_n, len_p, len_n, push=None
+) -> pd.DataFrame:
     loss_p, loss_n = np.asarray(loss_p, float), np.asarray(loss_n, float)
+    push = np.full(loss_p.shape, np.nan) if push is None else np.asarray(push, float)
     len_p, len_n = np.asarray(len_p), np.asarray(len_n)
     pref, util, defined = preference_utility(loss_p, loss_n)
     pref_norm, util_norm, defined_norm = preference_utility(loss_p / len_p, loss_n / len_n)
@@ -291,6 +301,10 @@ def _rows(pairs, intervention, grid, labels, loss_p, loss_n, len_p, len_n) -> pd
             "pref_odds_norm": pref_norm.ravel(),
             "util_odds_norm": util_norm.ravel(),
             "util_defined_norm": defined_norm.ravel(),
+            "answer_mass": np.exp(np.logaddexp(-loss_p, -loss_n)).ravel(),
+            "A_p": [p.positive for p in pairs] * len(grid),
+            "A_n": [p.negative for p in pairs] * len(grid),
+            "push": push.ravel(),
         }
     )
     for name, value in labels.extra.items():

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,23 +23,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .activations import run_batch_with_cache
-from .concepts import DATA_DIR
+from .concepts import neutral_sentences
 from .encoding import encode_texts
 from .generation import generate
 from .hook_names import check_hook_names, stop_layer_for
 from .models import model_provenance
 from .pairs import ContrastPair
-
-NEUTRAL_SENTENCES = DATA_DIR / "neutral" / "sentences.txt"
-
-
-def neutral_sentences(path: str | Path = NEUTRAL_SENTENCES) -> list[str]:
-    """The neutral sentence set, one per line."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    sentences = [line.strip() for line in lines if line.strip()]
-    if not sentences:
-        raise ValueError(f"{path} holds no sentences")
-    return sentences
 
 
 @dataclass

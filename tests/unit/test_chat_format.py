@@ -38,3 +38,29 @@ def test_base_model_without_template_is_an_error(model):
     model.tokenizer.chat_template = None
     with pytest.raises(ValueError, match="tiny-llama has no chat template"):
         chat_prompt(model, "Hi")
+
+
+def _persona() -> PairDataset:
+    return PairDataset(
+        ContrastPair(f"q{i}", f'Would you say this?\n"Statement {i}."', yes, no, split="train")
+        for i, (yes, no) in enumerate([(" Yes", " No"), (" No", " Yes"), (" Yes", " No")])
+    )
+
+
+def test_answer_cue_is_added_once_and_auto_picks_by_answers_and_model(model):
+    from workbench.chat_format import format_prompts, resolve_prompt_style, with_answer_cue
+
+    cued = with_answer_cue(_persona())
+    assert cued[0].prompt == 'Would you say this?\n"Statement 0."\n\nAnswer:'
+    assert with_answer_cue(cued)[0].prompt == cued[0].prompt  # idempotent
+    assert [p.positive for p in cued] == [p.positive for p in _persona()]
+    free = PairDataset([ContrastPair("f", "Review:", " Lovely food.", " Awful food.")])
+    assert resolve_prompt_style(model, free) == "plain"
+    assert resolve_prompt_style(model, _persona()) == "chat"  # tiny-llama has a template
+    assert format_prompts(model, _persona(), "cue")[1].prompt.endswith("Answer:")
+    chat = format_prompts(model, _persona())
+    assert chat[0].prompt.startswith("<|user|>") and chat[0].positive == "Yes"
+    model.tokenizer.chat_template = None
+    assert resolve_prompt_style(model, _persona()) == "cue"
+    with pytest.raises(ValueError, match="unknown prompt style"):
+        format_prompts(model, _persona(), "fancy")

@@ -15,6 +15,7 @@ from workbench.interventions import (
 )
 from workbench.models import load_model
 from workbench.scoped_hooks import count_forward_hooks
+from workbench.sites import site_scales
 from workbench.tiny_models import build_tiny_hf_model
 
 ARCHS = ["llama", "gemma3"]
@@ -37,11 +38,18 @@ def _logits(model, batch):
         return model(batch.input_ids, attention_mask=batch.attention_mask)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_local_weight_update_equals_editing_the_real_down_projection(arch, small_pairs):
+@pytest.mark.parametrize(
+    ("arch", "site"), [("llama", "mlp_out"), ("gemma3", "mlp_out"), ("llama", "block")]
+)
+def test_local_weight_update_equals_editing_the_real_down_projection(arch, site, small_pairs):
+    """mlp_out is the exact weight edit everywhere; the block site is too without a post-MLP
+    norm (Llama). Scales are measured, so the proof covers the unit conversion as well."""
     bridge = load_model(f"tiny-{arch}")
-    update = LocalWeightUpdate.for_model(bridge, LAYER)
+    scales = site_scales(bridge, site, LAYER, n_texts=8)
+    update = LocalWeightUpdate.for_model(bridge, LAYER, site=site, scales=scales)
+    assert update.scale != 1.0 and update.input_scale != 1.0
     _randomise(update, seed=1)
+    raw_weight, raw_bias = update.dense_update()
     m = 0.7
     batch = _batch(bridge, small_pairs)
     with update.applied(bridge, m=m):
@@ -51,17 +59,70 @@ def test_local_weight_update_equals_editing_the_real_down_projection(arch, small
     down = edited.model.layers[LAYER].mlp.down_proj
     replacement = nn.Linear(down.in_features, down.out_features, bias=True)
     with torch.no_grad():
-        replacement.weight.copy_(down.weight + m * update.weight)
+        replacement.weight.copy_(down.weight + m * raw_weight)
         base_bias = down.bias if down.bias is not None else 0.0
-        replacement.bias.copy_(base_bias + m * update.bias)
+        replacement.bias.copy_(base_bias + m * raw_bias)
     edited.model.layers[LAYER].mlp.down_proj = replacement
     with torch.no_grad():
         reference = edited(batch.input_ids, attention_mask=batch.attention_mask).logits
     assert (steered - _logits(bridge, batch)).abs().max() > 1e-2  # the edit does something
-    torch.testing.assert_close(steered, reference, atol=1e-5, rtol=0)
+    torch.testing.assert_close(steered, reference, atol=1e-4, rtol=1e-5)
 
 
-@pytest.mark.parametrize("site", ["mlp_out", "resid"])
+@pytest.mark.parametrize("form", [SteeringVector, LoRAUpdate, LocalWeightUpdate])
+def test_block_site_delta_reaches_the_residual_stream_unchanged(form, small_pairs):
+    """On Gemma 3 (post-feedforward norm) the block site adds Δh to the block output as is,
+    while the same update at mlp_out is renormalised before it reaches the residual stream."""
+    bridge = load_model("tiny-gemma3")
+    batch = _batch(bridge, small_pairs)
+    scales = site_scales(bridge, "block", LAYER, n_texts=8)
+    intervention = form.for_model(bridge, LAYER, site="block", scales=scales)
+    _randomise(intervention, seed=11)
+    names = [f"blocks.{LAYER}.mlp.out.hook_in", f"blocks.{LAYER}.hook_resid_post"]
+
+    def cached(iv=None, m=0.0):
+        with steering(bridge, [(iv, m)] if iv is not None else []), torch.no_grad():
+            _, cache = bridge.run_with_cache(
+                batch.input_ids, attention_mask=batch.attention_mask, names_filter=names
+            )
+        return cache
+
+    plain = cached()
+    steered = cached(intervention, 2.5)
+    expected = 2.5 * intervention.delta(plain[names[0]])
+    torch.testing.assert_close(steered[names[1]] - plain[names[1]], expected, atol=1e-4, rtol=1e-4)
+    assert expected.abs().max() > 1e-2
+
+    at_mlp = form.for_model(bridge, LAYER, site="mlp_out")
+    at_mlp.load_state_dict(intervention.state_dict())
+    at_mlp.scale, at_mlp.input_scale = intervention.scale, intervention.input_scale
+    through_norm = cached(at_mlp, 2.5)[names[1]] - plain[names[1]]
+    assert (through_norm - expected).abs().max() > 1e-2  # the post-MLP norm changed it
+
+
+def test_scales_give_m_in_units_of_the_typical_norm(tiny_model, small_pairs):
+    scales = site_scales(tiny_model, "block", LAYER, n_texts=16)
+    assert scales.output_norm == pytest.approx(scales.output * tiny_model.cfg.d_model**0.5)
+    direction = torch.randn(tiny_model.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    vector = SteeringVector.along(tiny_model, LAYER, direction * 7.0, scales)
+    push = vector.delta(torch.zeros(1, tiny_model.cfg.d_mlp)).norm()
+    assert float(push) == pytest.approx(scales.output_norm, rel=1e-5)
+    torch.testing.assert_close(
+        vector.raw_vector / vector.raw_vector.norm(), direction / direction.norm()
+    )
+    batch = _batch(tiny_model, small_pairs)
+    with steering(
+        tiny_model, [(vector, 0.5)], TokenRoles.from_batch(batch), record_push=True
+    ) as state:
+        _logits(tiny_model, batch)
+    # ‖Δh‖ / ‖h‖ per row: half the typical norm over each row's own norms (positive, finite)
+    assert state.push[0].shape == (len(small_pairs),)
+    assert torch.isfinite(state.push[0]).all() and (state.push[0] > 0).all()
+    with pytest.raises(ValueError, match="measured at site 'block' layer 1"):
+        SteeringVector.for_model(tiny_model, 2, scales=scales)
+
+
+@pytest.mark.parametrize("site", ["block", "mlp_out", "resid"])
 def test_lora_equals_its_dense_product_and_vector_equals_a_bias_edit(tiny_model, small_pairs, site):
     batch = _batch(tiny_model, small_pairs)
     lora = LoRAUpdate.for_model(tiny_model, LAYER, site=site, rank=3)
@@ -191,7 +252,8 @@ def test_parameter_counts_follow_the_table(tiny_llama):
 
 @pytest.mark.parametrize("form", [SteeringVector, LoRAUpdate, LocalWeightUpdate])
 def test_save_and_load_round_trip(tiny_llama, tmp_path, form):
-    intervention = form.for_model(tiny_llama, 2, site="resid", positions="answer")
+    scales = site_scales(tiny_llama, "resid", 2, n_texts=8)
+    intervention = form.for_model(tiny_llama, 2, site="resid", positions="answer", scales=scales)
     _randomise(intervention, seed=10)
     intervention.save(tmp_path / "iv", provenance={"seed": 10})
     loaded, provenance = load_intervention(tmp_path / "iv")

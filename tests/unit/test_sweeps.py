@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -59,12 +60,20 @@ def test_table_is_tidy_and_consistent(tiny_llama, small_pairs):
         "vector",
         "diff_of_means",
         1,
-        "mlp_out",
+        "block",
         3,
         0.2,
     ]
     pref, _util, defined = preference_utility(table["L_p"], table["L_n"])
     assert (table["pref_odds"] == pref).all() and (table["util_defined"] == defined).all()
+    mass = np.exp(-table["L_p"]) + np.exp(-table["L_n"])
+    np.testing.assert_allclose(table["answer_mass"], mass, rtol=1e-9)
+    assert (table["A_p"] == [p.positive for p in small_pairs] * len(GRID)).all()
+    # the push is |m| times the push at m = 1 (a vector's Δh is linear in m; h is unsteered)
+    push = table.pivot(index="pair_id", columns="m", values="push")
+    assert (push[0.0] == 0).all() and (push[1.0] > 0).all()
+    for m in GRID:
+        np.testing.assert_allclose(push[m], abs(m) * push[1.0], rtol=1e-6)
     assert set(table["split"]) == {"train", "test"}
 
 

@@ -1,0 +1,94 @@
+"""Is a preference gain the concept, or a push toward one answer token?
+
+Where answers repeat across items (" Yes"/" No", " (A)"/" (B)"), a method that moves every item
+toward one answer string reaches the share of items whose concept answer is that string without
+steering the concept. These functions measure, from per-pair PrefOdds and the pairs' answer
+strings:
+
+- ``accuracy``: share of pairs with P(A_p|q) > P(A_n|q);
+- ``balanced_accuracy``: the mean over concept-answer strings of the accuracy on the items with
+  that concept answer (any constant answer scores 50% when each answer is the concept answer
+  of some items);
+- ``per_answer``: those per-string accuracies;
+- ``constant_baselines``: the accuracy of always giving each answer string;
+- ``top_answer_share``: the share of items on which the model gives its most frequent answer.
+
+:func:`bias_warning` says when a method's accuracy gain is explained by answer bias.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+Strings = Sequence[str] | np.ndarray  # answer strings, one per item
+MAX_REPEATED_ANSWERS = 8  # answer sets larger than this are free text, not a label set
+
+
+def answers_repeat(positive: Strings, negative: Strings) -> bool:
+    """Whether the items share a small set of answer strings (Yes/No, (A)/(B), ...)."""
+    strings = {a.strip() for a in [*positive, *negative]}
+    return len(strings) < 2 * len(positive) and len(strings) <= MAX_REPEATED_ANSWERS
+
+
+def chosen_answers(pref: np.ndarray, positive: Strings, negative: Strings):
+    """The answer string each item gets (A_p where PrefOdds > 0, else A_n), stripped."""
+    pos = np.array([a.strip() for a in positive], dtype=object)
+    neg = np.array([a.strip() for a in negative], dtype=object)
+    return np.where(np.asarray(pref) > 0, pos, neg)
+
+
+def per_answer_accuracy(pref: np.ndarray, positive: Strings) -> dict[str, float]:
+    """Accuracy on the items of each concept-answer string."""
+    labels = np.array([a.strip() for a in positive], dtype=object)
+    correct = np.asarray(pref) > 0
+    return {str(a): float(correct[labels == a].mean()) for a in sorted(set(labels))}
+
+
+def balanced_accuracy(pref: np.ndarray, positive: Strings) -> float:
+    """Mean of :func:`per_answer_accuracy` over the concept-answer strings."""
+    return float(np.mean(list(per_answer_accuracy(pref, positive).values())))
+
+
+def constant_baselines(positive: Strings, negative: Strings) -> dict[str, float]:
+    """Accuracy of always giving answer string ``a``, for each string that is an option."""
+    pos = [a.strip() for a in positive]
+    options = sorted({a.strip() for a in [*positive, *negative]})
+    return {a: float(np.mean([p == a for p in pos])) for a in options}
+
+
+def top_answer_share(pref: np.ndarray, positive: Strings, negative: Strings):
+    """(the most frequent answer given, the share of items that get it)."""
+    chosen = chosen_answers(pref, positive, negative)
+    values, counts = np.unique(chosen.astype(str), return_counts=True)
+    top = int(np.argmax(counts))
+    return str(values[top]), float(counts[top] / len(chosen))
+
+
+def bias_warning(
+    accuracy: float,
+    balanced: float,
+    balanced_low: float,
+    top_answer: str,
+    top_share: float,
+    unsteered_accuracy: float,
+    unsteered_balanced: float,
+    collapse_share: float = 0.9,
+    min_gain: float = 0.05,
+) -> str:
+    """A warning when a method's accuracy is explained by answer bias, else ``""``.
+
+    Warns when the model gives one answer to at least ``collapse_share`` of the items, or when
+    accuracy rose by ``min_gain`` or more over the unsteered model while the lower end of the
+    balanced accuracy's interval does not rise above the unsteered balanced accuracy.
+    """
+    notes = []
+    if top_share >= collapse_share:
+        notes.append(f"answers {top_answer!r} to {top_share:.0%} of items")
+    if accuracy - unsteered_accuracy >= min_gain and not balanced_low > unsteered_balanced:
+        notes.append(
+            f"accuracy {unsteered_accuracy:.0%} -> {accuracy:.0%} but balanced accuracy "
+            f"{unsteered_balanced:.0%} -> {balanced:.0%}: the gain is answer bias"
+        )
+    return "; ".join(notes)
