@@ -18,7 +18,7 @@ torch.Size([64, 640])
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -49,6 +49,9 @@ class ActivationSet:
     token_ids: Int[Tensor, " rows"]  # the token at that position; -1 for per-pair rows
     position_rule: str
     provenance: Provenance
+    # pair id -> its answer group ("Yes|No"): pairs sharing their answer strings, where answers
+    # repeat; empty when every pair has answers of its own (see balanced_diff_of_means)
+    answer_groups: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         rows = len(self.pair_ids)
@@ -88,6 +91,7 @@ class ActivationSet:
             "hook_names": self.hook_names,
             "pair_ids": self.pair_ids,
             "sides": self.sides,
+            "answer_groups": self.answer_groups,
             "provenance": self.provenance.to_dict(),
         }
         return save_artefact(path, tensors, meta)
@@ -103,7 +107,17 @@ class ActivationSet:
             token_ids=tensors["token_ids"],
             position_rule=meta["position_rule"],
             provenance=Provenance.from_dict(meta["provenance"]),
+            answer_groups=meta.get("answer_groups", {}),
         )
+
+
+def answer_groups(pairs: Sequence[ContrastPair]) -> dict[str, str]:
+    """pair id -> ``"<positive>|<negative>"`` where answer strings repeat across pairs, else {}."""
+    from .answer_bias import answers_repeat
+
+    if not answers_repeat([p.positive for p in pairs], [p.negative for p in pairs]):
+        return {}
+    return {p.id: f"{p.positive.strip()}|{p.negative.strip()}" for p in pairs}
 
 
 def capture_activations(
@@ -200,6 +214,7 @@ def capture_activations(
         token_ids=torch.cat(token_ids).long(),
         position_rule=position_rule,
         provenance=provenance,
+        answer_groups=answer_groups(pairs),
     )
 
 

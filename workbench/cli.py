@@ -15,8 +15,14 @@ import sys
 import time
 from pathlib import Path
 
-from .concepts import shipped_concepts
+from .concepts import DEFAULT_CONCEPT, shipped_concepts
 from .packaged_models import DEFAULT_MODEL
+
+
+class ComparisonDefaults:
+    """The comparison's default concepts (kept here so the parser imports nothing heavy)."""
+
+    concepts = ("extraversion", "optimism")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,11 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
         "study", help="the whole pipeline on one concept, ending in one HTML report"
     )
     study.add_argument(
-        "--concept", default="sentiment", help=f"one of {shipped_concepts()} or a pair file"
+        "--concept", default=DEFAULT_CONCEPT, help=f"one of {shipped_concepts()} or a pair file"
     )
     study.add_argument("--model", default=DEFAULT_MODEL, help="model name (see `workbench models`)")
     study.add_argument("--layer", type=int, default=None, help="block (default: recommended)")
-    study.add_argument("--site", default="mlp_out", help="mlp_out (the paper's) or resid")
+    study.add_argument("--site", default="block", help="block (the paper's), mlp_out or resid")
+    study.add_argument(
+        "--prompt-style",
+        default="auto",
+        help="auto, plain, cue (append an answer cue) or chat (the chat template)",
+    )
+    study.add_argument("--recipe", default="default", help="default or paper (training recipe)")
     study.add_argument("--forms", nargs="+", default=["vector", "lora", "local_weight"])
     study.add_argument("--epochs", type=int, default=1, help="SFT / SPLIT training epochs")
     study.add_argument("--train-pairs", type=int, default=24, help="pairs trained on")
@@ -64,9 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser(
         "compare", help="DiffMean, random, SFT, SPLIT and SPLIT projected, for each form"
     )
-    compare.add_argument("--concepts", nargs="+", default=["sentiment", "formality"])
+    compare.add_argument("--concepts", nargs="+", default=list(ComparisonDefaults.concepts))
     compare.add_argument("--model", default=DEFAULT_MODEL)
     compare.add_argument("--forms", nargs="+", default=["vector", "lora", "local_weight"])
+    compare.add_argument("--site", default="block", help="block (the paper's), mlp_out or resid")
+    compare.add_argument("--prompt-style", default="auto", help="auto, plain, cue or chat")
+    compare.add_argument("--recipe", default="default", help="default or paper")
+    compare.add_argument("--train-pairs", type=int, default=None, help="at most this many")
+    compare.add_argument("--test-pairs", type=int, default=None, help="at most this many")
     compare.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     compare.add_argument("--layer", type=int, default=None, help="block (default: recommended)")
     compare.add_argument("--epochs", type=int, default=2)
@@ -108,12 +125,15 @@ def _check_layer(args: argparse.Namespace, model) -> None:
 
 def _study(args: argparse.Namespace) -> int:
     from .concepts import load_concept
+    from .method_comparison import format_comparison
     from .models import load_model
     from .study import StudySettings, run_study
 
     settings = StudySettings(  # validates forms, site and sizes before anything loads
         layer=args.layer,
         site=args.site,
+        prompt_style=args.prompt_style,
+        recipe=args.recipe,
         forms=tuple(args.forms),
         epochs=args.epochs,
         train_pairs=args.train_pairs,
@@ -129,12 +149,12 @@ def _study(args: argparse.Namespace) -> int:
     out = args.out / f"study-{name}-{args.model.replace('/', '_')}"
     print(f"[workbench] study of {dataset!r} on {args.model} -> {out}/", file=sys.stderr)
     result = run_study(model, dataset, settings, out)
-    comparison = result.tables["comparison"]
-    at_m = comparison[["form", "method", "accuracy", "pref_odds", "util_odds"]]
     print(
         f"model {args.model}, concept {name!r}, layer {result.layer}; held-out pairs at the "
         f"trained m = 1:\n"
-        + at_m.to_string(index=False, float_format=lambda v: f"{v:+.2f}")
+        + format_comparison(result.tables["comparison"])
+        + "\nat each method's m chosen on validation pairs:\n"
+        + format_comparison(result.tables["comparison_validated_m"])
         + f"\nreport: {result.report} ({result.seconds:.0f} s); tables: {out}/tables/"
     )
     return 0
@@ -187,7 +207,7 @@ def _manifold(args: argparse.Namespace) -> int:
     from .curves_report import DEFAULT_CURVE_GRID, concept_curves
     from .directions import extract_direction
     from .displacement import displacement_table, downstream_hooks, measured_validity
-    from .fits import fit_sweep_curve
+    from .fits import FlatCurveError, fit_sweep_curve
     from .interventions import SteeringVector
     from .manifold import ActivationManifold
     from .manifold_report import (
@@ -245,8 +265,22 @@ def _manifold(args: argparse.Namespace) -> int:
         drops = utility_drop_table(sweep, table, own)
         off = correlation_with_interval(drops, "off_manifold", "utility_drop", seed=args.seed)
         on = correlation_with_interval(drops, "on_manifold", "utility_drop", seed=args.seed)
-        fit = fit_sweep_curve(sweep, "utility", n_bootstrap=0)
-        validity = validity_against_fit(table, own, fit)
+        try:
+            fit = fit_sweep_curve(sweep, "utility", n_bootstrap=0)
+        except FlatCurveError as flat:
+            fit, validity_text = None, f"  measured validity D̂(m) vs fitted D_u(m): {flat}"
+        if fit is not None:
+            validity = validity_against_fit(table, own, fit)
+            validity_text = (
+                f"  measured validity D̂(m) vs fitted D_u(m): Pearson {validity['pearson']:+.2f}, "
+                f"Spearman {validity['spearman']:+.2f}\n"
+                + "\n".join(
+                    f"    m={m:+6.1f}  D̂={v:.3f}  D_u={d:.3f}"
+                    for m, v, d in zip(
+                        validity["m"], validity["measured_validity"], validity["fitted_decay"]
+                    )
+                )
+            )
         dims = {h: m.n_components_ for h, m in manifolds.items()}
         lines.append(
             f"{concept}: layer {layer}, {len(analysed)} {args.split} pairs, manifold of "
@@ -258,14 +292,7 @@ def _manifold(args: argparse.Namespace) -> int:
             f"  utility drop vs on-manifold norm:  Pearson {on['pearson']:+.2f} "
             f"[{on['pearson_low']:+.2f}, {on['pearson_high']:+.2f}], Spearman "
             f"{on['spearman']:+.2f} [{on['spearman_low']:+.2f}, {on['spearman_high']:+.2f}]\n"
-            f"  measured validity D̂(m) vs fitted D_u(m): Pearson {validity['pearson']:+.2f}, "
-            f"Spearman {validity['spearman']:+.2f}\n"
-            + "\n".join(
-                f"    m={m:+6.1f}  D̂={v:.3f}  D_u={d:.3f}"
-                for m, v, d in zip(
-                    validity["m"], validity["measured_validity"], validity["fitted_decay"]
-                )
-            )
+            + validity_text
         )
     displacement = pd.concat(tables, ignore_index=True)
     displacement.to_parquet(out / "displacement.parquet")
@@ -274,14 +301,11 @@ def _manifold(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 def _compare(args: argparse.Namespace) -> int:
     from .concepts import load_concept
     from .method_comparison import (
         ComparisonConfig,
+        choose_multipliers,
         format_comparison,
         run_comparison,
         split_vs_sft,
@@ -295,9 +319,14 @@ def _compare(args: argparse.Namespace) -> int:
         forms=tuple(args.forms),
         seeds=tuple(args.seeds),
         layer=args.layer,
+        site=args.site,
+        prompt_style=args.prompt_style,
+        recipe=args.recipe,
         utility_margin=args.margin,
         training=TrainingConfig(epochs=args.epochs),
         n_bootstrap=args.bootstrap,
+        max_train_pairs=args.train_pairs,
+        max_test_pairs=args.test_pairs,
     )
     for concept in args.concepts:
         load_concept(concept)
@@ -308,6 +337,12 @@ def _compare(args: argparse.Namespace) -> int:
     comparison = run_comparison(model, config, out_dir=out)
     sweeps = comparison.sweeps
     summary = summarise(sweeps, config.trained_m, config.utility_margin, config.n_bootstrap)
+    chosen = choose_multipliers(comparison.validation_sweeps, config.utility_margin)
+    validated = summarise(
+        sweeps, config.trained_m, config.utility_margin, config.n_bootstrap, chosen_m=chosen
+    )
+    validated.to_csv(out / "summary_validated_m.csv", index=False)
+    comparison.validation_sweeps.to_parquet(out / "validation_sweeps.parquet")
     claims = split_vs_sft(sweeps, config.trained_m, config.utility_margin, config.n_bootstrap)
     sweeps.to_parquet(out / "sweeps.parquet")
     summary.to_csv(out / "summary.csv", index=False)
@@ -321,13 +356,24 @@ def _compare(args: argparse.Namespace) -> int:
     }
     (out / "comparison.json").write_text(json.dumps(made, indent=2), encoding="utf-8")
     table = format_comparison(summary)
-    (out / "summary.md").write_text(table + "\n", encoding="utf-8")
+    validated_table = format_comparison(validated)
+    (out / "summary.md").write_text(
+        f"At the trained m = {config.trained_m}:\n\n{table}\n\nAt each method's m chosen on "
+        f"validation pairs:\n\n{validated_table}\n",
+        encoding="utf-8",
+    )
     print(
         f"held-out pairs, model {args.model}, trained m = {config.trained_m}, utility margin "
         f"{config.utility_margin} nats, seeds {list(config.seeds)}; value [95% bootstrap CI]\n"
         + table
+        + "\nat each method's m chosen on validation pairs:\n"
+        + validated_table
         + "\nSPLIT minus SFT:\n"
         + claims.to_string(index=False, float_format=lambda v: f"{v:+.2f}")
         + f"\ntables: {out}/ (sweeps.parquet, summary.csv, split_vs_sft.csv, training_*.csv)"
     )
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

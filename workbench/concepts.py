@@ -9,6 +9,7 @@ from .pairs import PairDataset
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 NEUTRAL_SENTENCES = DATA_DIR / "neutral" / "sentences.txt"
+DEFAULT_CONCEPT = "extraversion"  # the study's default concept
 
 
 def neutral_sentences(path: str | Path = NEUTRAL_SENTENCES) -> list[str]:

@@ -10,7 +10,7 @@ import pandas as pd
 
 from .concepts import load_concept
 from .directions import extract_direction
-from .fits import breakdown_multiplier, fit_sweep_curve, preference_regimes
+from .fits import FlatCurveError, breakdown_multiplier, fit_sweep_curve, preference_regimes
 from .interventions import SteeringVector
 from .layer_sweep import layer_sweep
 from .sweeps import SweepLabels, run_sweep
@@ -52,7 +52,24 @@ def concept_curves(
     m_range = (min(multipliers), max(multipliers))
     rows = []
     for kind in ("preference", "utility"):
-        fit = fit_sweep_curve(table, kind, n_bootstrap=n_bootstrap, seed=seed)
+        try:
+            fit = fit_sweep_curve(table, kind, n_bootstrap=n_bootstrap, seed=seed)
+        except FlatCurveError as flat:  # flagged, not fitted
+            nan = float("nan")
+            rows.append(
+                {
+                    "concept": concept,
+                    "layer": layer,
+                    "site": site,
+                    "kind": kind,
+                    "r2_train": nan,
+                    "r2_test": nan,
+                    "r2_test_offset": nan,
+                    "paper_r2": PAPER_R2[kind],
+                    "flags": str(flat),
+                }
+            )
+            continue
         row = {"concept": concept, "layer": layer, "site": site, **fit.to_row()}
         row["paper_r2"] = PAPER_R2[kind]
         if kind == "preference":

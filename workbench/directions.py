@@ -3,14 +3,18 @@
 Extractors (each a function of an :class:`ActivationSet` and a hook):
 
 - ``diff_of_means``: mean(positive) - mean(negative) (DiffMean / CAA).
+- ``balanced_diff_of_means``: DiffMean within each group of pairs that share their answer
+  strings (concept answer " Yes" vs " No"), averaged over the groups, so the identity of the
+  answer token cancels out and the direction carries the concept; with answers of their own per
+  pair it equals DiffMean. The default for layer choice and steering.
 - ``pca_of_differences``: first principal axis of the paired differences (uncentred, so it is
   the axis that the differences share), its sign set so positives project higher.
 - ``logistic_probe``: the weight vector of a scikit-learn logistic-regression probe
   (standardised features, mapped back to activation space).
 - ``random_direction``: a seeded random direction: the baseline every comparison includes.
 
-Every method but DiffMean is scaled to the DiffMean norm ("matched norm"), so a multiplier m
-means a displacement of the same size whichever method made the direction.
+Every method but the two DiffMeans is scaled to the balanced DiffMean norm ("matched norm"),
+so a multiplier m means a displacement of the same size whichever method made the direction.
 
 >>> direction = extract_direction(model, pairs.train, layer=6, method="diff_of_means")
 >>> direction.save("runs/sentiment-L6"); ConceptDirection.load("runs/sentiment-L6", model)
@@ -59,6 +63,20 @@ def diff_of_means(acts: ActivationSet, hook: str, seed: int = 0) -> Float[Tensor
     return acts.select(hook, "positive").mean(0) - acts.select(hook, "negative").mean(0)
 
 
+def balanced_diff_of_means(acts: ActivationSet, hook: str, seed: int = 0) -> Float[Tensor, " d"]:
+    """The mean over answer groups of each group's mean paired difference (positive − negative)."""
+    positive, negative, ids = paired_rows(acts, hook)
+    if not acts.answer_groups:
+        return (positive - negative).mean(0)
+    labels = [acts.answer_groups.get(pid, pid) for pid in ids]
+    differences = positive - negative
+    means = [
+        differences[[i for i, label in enumerate(labels) if label == group]].mean(0)
+        for group in sorted(set(labels))
+    ]
+    return torch.stack(means).mean(0)
+
+
 def pca_of_differences(acts: ActivationSet, hook: str, seed: int = 0) -> Float[Tensor, " d"]:
     """First principal axis of the paired differences, signed so positives project higher."""
     positive, negative, _ = paired_rows(acts, hook)
@@ -90,11 +108,14 @@ def random_direction(acts: ActivationSet, hook: str, seed: int = 0) -> Float[Ten
 
 
 def _matched(vector: Tensor, acts: ActivationSet, hook: str) -> Tensor:
-    return vector / vector.norm() * diff_of_means(acts, hook).norm()
+    if acts.position_rule == "answer_tokens":  # no pairing of rows: the plain DiffMean norm
+        return vector / vector.norm() * diff_of_means(acts, hook).norm()
+    return vector / vector.norm() * balanced_diff_of_means(acts, hook).norm()
 
 
 EXTRACTORS: dict[str, Extractor] = {
     "diff_of_means": diff_of_means,
+    "balanced_diff_of_means": balanced_diff_of_means,
     "pca_of_differences": pca_of_differences,
     "logistic_probe": logistic_probe,
     "random": random_direction,
@@ -204,7 +225,7 @@ class ConceptDirection:
 
 
 def direction_from_activations(
-    acts: ActivationSet, hook: str, method: str = "diff_of_means", seed: int = 0
+    acts: ActivationSet, hook: str, method: str = "balanced_diff_of_means", seed: int = 0
 ) -> ConceptDirection:
     """Extract a :class:`ConceptDirection` from captured activations.
 
@@ -235,7 +256,7 @@ def extract_direction(
     model,
     pairs: Sequence[ContrastPair] | PairDataset,
     layer: int,
-    method: str = "diff_of_means",
+    method: str = "balanced_diff_of_means",
     hook: str | None = None,
     position_rule: str = "answer_mean",
     seed: int = 0,

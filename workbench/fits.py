@@ -110,6 +110,31 @@ def per_m_means(table: pd.DataFrame, value: str) -> tuple[np.ndarray, np.ndarray
     return means.index.to_numpy(float), means.to_numpy(float), flags
 
 
+class FlatCurveError(ValueError):
+    """The curve does not move with m, so a fitted shape (and its R²) would mean nothing."""
+
+
+FLAT_TOLERANCE = 0.1  # nats: a curve whose per-m means span less than this is flat
+
+
+def check_curve_moves(table: pd.DataFrame, value: str, tolerance: float = FLAT_TOLERANCE) -> None:
+    """Raise :class:`FlatCurveError` when the per-m means of ``value`` span less than
+    ``tolerance`` nats or less than twice their largest standard error (the m axis carries no
+    signal: e.g. a saturated site, or a push too small to matter)."""
+    defined = table.dropna(subset=[value])
+    stats = defined.groupby("m")[value].agg(["mean", "sem"])
+    if len(stats) < 2:
+        raise FlatCurveError(f"flat: {value} is defined at fewer than 2 multipliers")
+    spread = float(stats["mean"].max() - stats["mean"].min())
+    noise = float(np.nan_to_num(stats["sem"]).max())
+    if spread < tolerance or spread < 2 * noise:
+        raise FlatCurveError(
+            f"flat: mean {value} spans {spread:.3g} nats over m in "
+            f"[{stats.index.min():g}, {stats.index.max():g}] (largest standard error "
+            f"{noise:.3g}); the curve does not move with m, so it is not fitted"
+        )
+
+
 def fit_curve(
     m: np.ndarray,
     y: np.ndarray,
@@ -202,12 +227,16 @@ def fit_sweep_curve(
     n_bootstrap: int = 100,
     seed: int = 0,
 ) -> CurveFit:
-    """Fit one curve to a sweep table (one concept × form × method), train vs held-out."""
+    """Fit one curve to a sweep table (one concept × form × method), train vs held-out.
+
+    Raises :class:`FlatCurveError` when the curve does not move with m.
+    """
     value = value or ("pref_odds" if kind == "preference" else "util_odds")
     train = table[table["split"] == train_split]
     test = table[table["split"] == test_split]
     if train.empty:
         raise ValueError(f"no rows in the {train_split!r} split to fit on")
+    check_curve_moves(train, value)
     m, y, flags = per_m_means(train, value)
     params, ok = fit_curve(m, y, kind, seed)
     r2_train = r_squared(y, curve(kind, m, params))

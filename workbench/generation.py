@@ -5,12 +5,23 @@ step: prompt tokens are ``prompt`` positions, generated tokens ``answer`` positi
 one-token steps the single new position is an answer position. With the cache and without it
 the same tokens come out (a test checks this), the cache only saves the recomputation.
 
+The cache is the model's own Hugging Face cache object, handed back to the bridge on each step.
+transformers 5.x renamed the keyword its decoder layers pass it to attention by, from
+``past_key_values`` to ``cache``; TransformerLens' reimplemented attention reads only the old
+name, so without help the cache stays empty and every decode step attends to itself alone.
+:func:`_cache_keyword_alias` renames it back for the bridge's attention modules while generating,
+and each cached step checks that the cache really holds every token fed so far; if it does not
+(a bridge or transformers version this does not know), generation warns once and recomputes the
+whole sequence on each remaining step instead, which is exact, only slower.
+
 >>> generate(model, ["I think the film was"], [(vector, 4.0)], max_new_tokens=20)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import warnings
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -73,7 +84,22 @@ def generate_tokens(
     finished = torch.zeros(rows, dtype=torch.bool, device=device)
     generated: list[Tensor] = []
 
-    with steering(model, interventions, TokenRoles.from_batch(batch)) as state:
+    with (
+        steering(model, interventions, TokenRoles.from_batch(batch)) as state,
+        _cache_keyword_alias(model) if use_cache else contextlib.nullcontext(),
+    ):
+
+        def whole_sequence() -> tuple[Tensor, Tensor]:
+            # Every token so far: the prompt's are prompt positions, the generated answer ones.
+            n_new = ids.shape[1] - prompt_role.shape[1]
+            new = torch.ones(rows, n_new, dtype=torch.bool, device=device)
+            state.roles = TokenRoles(
+                real=real.bool(),
+                prompt=torch.cat([prompt_role, ~new], dim=1),
+                answer=torch.cat([torch.zeros_like(prompt_role), new], dim=1),
+            )
+            return ids, positions
+
         past = None
         for _ in range(max_new_tokens):
             if past is not None:  # a cached one-token step: the new token is an answer token
@@ -81,15 +107,7 @@ def generate_tokens(
                 state.roles = TokenRoles(real=one, prompt=~one, answer=one)
                 step_ids, step_positions = ids[:, -1:], positions[:, -1:]
             else:
-                n_new = ids.shape[1] - prompt_role.shape[1]
-                answer = torch.zeros_like(prompt_role)
-                new = torch.ones(rows, n_new, dtype=torch.bool, device=device)
-                state.roles = TokenRoles(
-                    real=real.bool(),
-                    prompt=torch.cat([prompt_role, ~new], dim=1),
-                    answer=torch.cat([answer, new], dim=1),
-                )
-                step_ids, step_positions = ids, positions
+                step_ids, step_positions = whole_sequence()
             if use_cache:
                 logits, past = model(
                     step_ids,
@@ -98,6 +116,18 @@ def generate_tokens(
                     past_key_values=past,
                     return_type="logits_and_cache",
                 )
+                if not _cache_holds(past, ids.shape[1]):
+                    warnings.warn(
+                        "the key-value cache did not take in the tokens fed to the model (this "
+                        "TransformerLens/transformers pair does not fill it); generating "
+                        "without the cache instead, which gives the same tokens, only slower",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+                    use_cache, past = False, None
+                    if step_ids.shape[1] != ids.shape[1]:  # this step saw too little context
+                        step_ids, step_positions = whole_sequence()
+                        logits = model(step_ids, attention_mask=real, position_ids=step_positions)
             else:
                 logits = model(step_ids, attention_mask=real, position_ids=step_positions)
             token = _choose(logits[:, -1].float(), do_sample, temperature, top_k, generator)
@@ -115,6 +145,44 @@ def generate_tokens(
     if stop_at_eos and eos is not None:
         out = [row[: row.index(eos)] if eos in row else row for row in out]
     return out
+
+
+@contextlib.contextmanager
+def _cache_keyword_alias(model) -> Iterator[None]:
+    """While generating, hand the bridge's attention modules the cache by the name they read.
+
+    transformers >= 5.x (e.g. 5.24) decoder layers call attention with ``cache=...``; the
+    TransformerLens bridge's attention (``AttentionBridge._update_kv_cache``) looks for
+    ``past_key_values`` (or ``layer_past``) only. A forward pre-hook on each such module renames
+    the keyword back. Older transformers pass ``past_key_values`` already: the hook does nothing
+    then. Attention modules that delegate to the Hugging Face module pass the renamed keyword on,
+    which transformers maps to ``cache`` again.
+    """
+
+    def rename(module, args, kwargs):
+        if kwargs.get("cache") is not None and kwargs.get("past_key_values") is None:
+            kwargs = dict(kwargs)
+            kwargs["past_key_values"] = kwargs.pop("cache")
+            return args, kwargs
+        return None
+
+    handles = [
+        module.register_forward_pre_hook(rename, with_kwargs=True)
+        for module in model.modules()
+        if callable(getattr(module, "_update_kv_cache", None))
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _cache_holds(past, n_tokens: int) -> bool:
+    """Whether the cache returned by a step has taken in all ``n_tokens`` fed so far."""
+    if past is None or not hasattr(past, "get_seq_length"):
+        return False
+    return int(past.get_seq_length()) == n_tokens
 
 
 def _choose(

@@ -1,7 +1,9 @@
-"""Which layer carries the concept? Held-out separation along each direction, layer by layer.
+"""Which layer carries the concept? Validation separation along each direction, layer by layer.
 
-For every block and every extraction method, the direction is fitted on the training pairs and
-the held-out pairs are projected on it. The tidy table has one row per (layer, method) with:
+The choice never reads the test split: the training pairs are divided into a fitting part and
+a validation part (:func:`workbench.pairs.validation_split`); for every block and extraction
+method the direction is fitted on the fitting part and the validation pairs are projected on
+it. The tidy table has one row per (layer, method) with:
 
 - ``auroc``: ROC AUC of the projections, positive vs negative answers;
 - ``probe_accuracy``: accuracy of a threshold classifier on the projection (threshold: the
@@ -9,8 +11,9 @@ the held-out pairs are projected on it. The tidy table has one row per (layer, m
 - ``paired_accuracy``: share of held-out pairs whose positive projects above its negative;
 - ``effect_size``: Cohen's d of the projections (pooled standard deviation).
 
-The recommended layer maximises the held-out DiffMean effect size among layers whose DiffMean
-AUROC is within ``auroc_tolerance`` of the best.
+The recommended layer maximises the validation effect size of the answer-balanced DiffMean
+(plain DiffMean if the table has no balanced rows) among layers whose AUROC is within
+``auroc_tolerance`` of the best.
 """
 
 from __future__ import annotations
@@ -24,15 +27,15 @@ from sklearn.metrics import roc_auc_score
 
 from .activations import ActivationSet, capture_activations
 from .directions import EXTRACTORS, paired_rows
-from .pairs import PairDataset
+from .pairs import PairDataset, validation_split
 
 
 @dataclass(frozen=True)
 class LayerSweep:
     table: pd.DataFrame
     recommended_layer: int
-    train: ActivationSet
-    test: ActivationSet
+    train: ActivationSet  # the fitting part of the training pairs
+    validation: ActivationSet
 
 
 def layer_sweep(
@@ -45,18 +48,24 @@ def layer_sweep(
     batch_size: int = 16,
     auroc_tolerance: float = 0.02,
     progress: bool = True,
+    validation_fraction: float = 0.25,
 ) -> LayerSweep:
-    """Sweep residual-stream layers (default: all); needs train and test pairs."""
-    if not pairs.train or not pairs.test:
-        raise ValueError("layer_sweep needs pairs in both the train and the test split")
+    """Sweep residual-stream layers (default: all) on the training pairs alone."""
+    fit, validation = validation_split(pairs.train, validation_fraction, seed)
+    if len(fit) < 2 or len(validation) < 2:
+        raise ValueError(
+            f"layer_sweep needs at least 2 fitting and 2 validation pairs from the train split; "
+            f"{len(pairs.train)} training pairs at validation_fraction {validation_fraction} "
+            f"give {len(fit)} and {len(validation)}"
+        )
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
     unknown = [m for m in methods if m not in EXTRACTORS]
     if unknown:
         raise ValueError(f"unknown direction methods {unknown}; choose from {list(EXTRACTORS)}")
     hooks = [f"blocks.{layer}.hook_resid_post" for layer in layers]
     capture = dict(position_rule=position_rule, batch_size=batch_size, progress=progress)
-    train = capture_activations(model, pairs.train, hooks, **capture)
-    test = capture_activations(model, pairs.test, hooks, **capture)
+    train = capture_activations(model, fit, hooks, **capture)
+    test = capture_activations(model, validation, hooks, **capture)
 
     rows = []
     for layer, hook in zip(layers, hooks):
@@ -75,8 +84,13 @@ def layer_sweep(
 
 
 def recommend_layer(table: pd.DataFrame, auroc_tolerance: float = 0.02) -> int:
-    """The layer with the largest held-out DiffMean effect size among near-best AUROC layers."""
-    diffmean = table[table["method"] == "diff_of_means"]
+    """The layer with the largest DiffMean effect size among near-best AUROC layers."""
+    method = (
+        "balanced_diff_of_means"
+        if (table["method"] == "balanced_diff_of_means").any()
+        else "diff_of_means"
+    )
+    diffmean = table[table["method"] == method]
     if diffmean.empty:
         raise ValueError("the sweep table has no diff_of_means rows to recommend a layer from")
     good = diffmean[diffmean["auroc"] >= diffmean["auroc"].max() - auroc_tolerance]

@@ -28,34 +28,53 @@ import torch
 
 from . import answer_bias
 from .activations import capture_activations
+from .chat_format import PROMPT_STYLES, format_prompts, resolve_prompt_style
 from .concepts import load_concept
 from .directions import direction_from_activations
 from .interventions import FORMS, SteeringVector, load_intervention
 from .layer_sweep import layer_sweep
 from .manifold import ActivationManifold
-from .pairs import PairDataset
+from .models import model_provenance
+from .pairs import PairDataset, validation_split
 from .projected_steer import ManifoldProjection, ProjectedIntervention
+from .provenance import stable_hash
+from .sites import DEFAULT_SITE, SITES, SiteScales, site_hooks, site_scales
 from .split_objective import SplitObjective
-from .split_training import TrainingConfig, train_intervention, validation_split
-from .sweeps import DEFAULT_GRID, SweepLabels, run_sweep
+from .split_training import TrainingConfig, train_intervention
+from .sweeps import SweepLabels, run_sweep
 from .valid_activations import collect_valid_activations
 
 METHODS = ("diff_of_means", "random", "sft", "split", "split_projected")
 VECTOR_ONLY = ("diff_of_means", "random")
+RECIPES = ("default", "paper")
+COMPARISON_GRID = (-2.0, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 2.0)
 
 
 @dataclass(frozen=True)
 class ComparisonConfig:
-    """What to compare and how (the defaults are the settings of the closing-note table)."""
+    """What to compare and how.
 
-    concepts: tuple[str, ...] = ("sentiment", "formality")
+    ``normalise`` puts every method in units of the site's typical norm (:mod:`workbench.sites`):
+    DiffMean and random are unit directions, so at m their push is m × the typical norm, and
+    trained parameters use the same units. ``prompt_style`` formats the prompts
+    (:func:`workbench.chat_format.format_prompts`: an answer cue or the chat template where
+    answers repeat). ``recipe`` ``"paper"`` trains with :meth:`TrainingConfig.paper` instead of
+    ``training``. With ``select_m``, each method is also swept on the validation pairs and its
+    strength is chosen there (:func:`choose_multipliers`), never on test.
+    """
+
+    concepts: tuple[str, ...] = ("extraversion", "optimism")
     forms: tuple[str, ...] = ("vector", "lora", "local_weight")
     methods: tuple[str, ...] = METHODS
     seeds: tuple[int, ...] = (0, 1)
     layer: int | None = None  # None: the layer sweep's recommendation, per concept
-    site: str = "mlp_out"
+    site: str = DEFAULT_SITE
     positions: str = "all"
-    multipliers: tuple[float, ...] = DEFAULT_GRID
+    multipliers: tuple[float, ...] = COMPARISON_GRID
+    normalise: bool = True
+    prompt_style: str = "auto"
+    recipe: str = "default"
+    select_m: bool = True
     trained_m: float = 1.0
     utility_margin: float = 1.0
     training: TrainingConfig = field(default_factory=lambda: TrainingConfig(epochs=2))
@@ -82,6 +101,15 @@ class ComparisonConfig:
             raise ValueError("ComparisonConfig needs at least one concept, form and seed")
         if self.utility_margin < 0:
             raise ValueError(f"utility_margin must be >= 0, got {self.utility_margin}")
+        if self.site not in SITES:
+            raise ValueError(f"ComparisonConfig.site: unknown {self.site!r}; known: {SITES}")
+        if self.prompt_style not in PROMPT_STYLES:
+            raise ValueError(
+                f"ComparisonConfig.prompt_style: unknown {self.prompt_style!r}; "
+                f"known: {PROMPT_STYLES}"
+            )
+        if self.recipe not in RECIPES:
+            raise ValueError(f"ComparisonConfig.recipe: unknown {self.recipe!r}; known: {RECIPES}")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -101,6 +129,9 @@ class Comparison:
     interventions: dict[tuple[str, str, str, int], Any]
     projections: dict[str, ManifoldProjection]
     layers: dict[str, int]
+    validation_sweeps: pd.DataFrame = field(default_factory=pd.DataFrame)
+    layer_sweeps: dict[str, pd.DataFrame] = field(default_factory=dict)
+    prompt_styles: dict[str, str] = field(default_factory=dict)
 
 
 def run_comparison(
@@ -122,50 +153,51 @@ def run_comparison(
     config = config or ComparisonConfig()
     out = Path(out_dir) if out_dir is not None else None
     datasets = datasets or {c: load_concept(c) for c in config.concepts}
+    styles = {c: resolve_prompt_style(model, p, config.prompt_style) for c, p in datasets.items()}
+    datasets = {c: format_prompts(model, p, styles[c]) for c, p in datasets.items()}
     projections = dict(projections or {})
     layers: dict[str, int] = {}
+    layer_tables: dict[str, pd.DataFrame] = {}
+    scales: dict[str, SiteScales | None] = {}
     for concept, pairs in datasets.items():
         layer = config.layer
         if layer is None:
-            layer = layer_sweep(
-                model, pairs, methods=("diff_of_means",), progress=False
-            ).recommended_layer
+            sweep = layer_sweep(model, pairs, methods=("balanced_diff_of_means",), progress=False)
+            layer, layer_tables[concept] = sweep.recommended_layer, sweep.table
         layers[concept] = layer
-        hook = SteeringVector.for_model(model, layer, site=config.site).hook_names[1]
+        scales[concept] = site_scales(model, config.site, layer) if config.normalise else None
+        hook = site_hooks(config.site, layer)[1]
         if "split_projected" in config.methods and concept not in projections:
             projections[concept] = _site_projection(model, pairs.train, hook, config)
-    tables, epochs, steps, interventions = [], [], [], {}
+    tables, validation_tables, epochs, steps, interventions = [], [], [], [], {}
     for seed in config.seeds:  # seed-major, so a cut-short run has whole seeds
         for concept, pairs in datasets.items():
             layer = layers[concept]
             train = pairs.train[: config.max_train_pairs]
             test = pairs.test[: config.max_test_pairs]
             fit, validation = validation_split(train, config.validation_fraction, seed)
+            setting = _Setting(concept, layer, scales[concept], seed, projections.get(concept))
             for method, form, intervention, history in _interventions(
-                model,
-                concept,
-                layer,
-                fit,
-                validation,
-                seed,
-                projections.get(concept),
-                config,
-                out,
-                progress,
+                model, setting, fit, validation, config, out, progress
             ):
                 labels = SweepLabels(method=method, seed=seed)
-                tables.append(
-                    run_sweep(
-                        model,
-                        test,
-                        intervention,
-                        config.multipliers,
-                        labels=labels,
-                        batch_size=config.batch_size,
-                        cache_dir=out / "sweeps" if out is not None else None,
-                        progress=progress,
-                    ).assign(concept=concept)
+                sweep = dict(
+                    labels=labels,
+                    batch_size=config.batch_size,
+                    cache_dir=out / "sweeps" if out is not None else None,
+                    progress=progress,
                 )
+                tables.append(
+                    run_sweep(model, test, intervention, config.multipliers, **sweep).assign(
+                        concept=concept
+                    )
+                )
+                if config.select_m:
+                    validation_tables.append(
+                        run_sweep(
+                            model, validation, intervention, config.multipliers, **sweep
+                        ).assign(concept=concept)
+                    )
                 interventions[(concept, form, method, seed)] = intervention
                 if history is not None:
                     keys = dict(concept=concept, form=form, method=method, seed=seed)
@@ -178,7 +210,23 @@ def run_comparison(
         interventions=interventions,
         projections=projections,
         layers=layers,
+        validation_sweeps=pd.concat(validation_tables, ignore_index=True)
+        if validation_tables
+        else pd.DataFrame(),
+        layer_sweeps=layer_tables,
+        prompt_styles=styles,
     )
+
+
+@dataclass(frozen=True)
+class _Setting:
+    """What one concept × seed of a comparison trains and sweeps at."""
+
+    concept: str
+    layer: int
+    scales: SiteScales | None
+    seed: int
+    projection: ManifoldProjection | None
 
 
 def _site_projection(model, train_pairs, hook: str, config: ComparisonConfig):
@@ -193,68 +241,120 @@ def _site_projection(model, train_pairs, hook: str, config: ComparisonConfig):
     return ManifoldProjection.from_manifold(manifold)
 
 
-def _interventions(model, concept, layer, fit, validation, seed, projection, config, out, progress):
+def _interventions(model, setting: _Setting, fit, validation, config, out, progress):
     """Yield (method, form, intervention, (epochs, steps) or None) for one concept and seed."""
     wanted = set(config.methods)
-    hook = SteeringVector.for_model(model, layer, site=config.site).hook_names[1]
+    layer, seed, scales = setting.layer, setting.seed, setting.scales
+    hook = site_hooks(config.site, layer)[1]
+    where = dict(site=config.site, positions=config.positions)
     if wanted & set(VECTOR_ONLY) and "vector" in config.forms:
         resid = f"blocks.{layer}.hook_resid_post"
         acts = capture_activations(
-            model, fit, [hook, resid], batch_size=config.batch_size, progress=False
+            model,
+            fit,
+            list(dict.fromkeys([hook, resid])),
+            batch_size=config.batch_size,
+            progress=False,
         )
         for method in VECTOR_ONLY:
             if method in wanted:
-                direction = direction_from_activations(acts, hook, method, seed)
-                vector = SteeringVector.for_model(
-                    model,
-                    layer,
-                    site=config.site,
-                    positions=config.positions,
-                    vector=direction.vector,
-                )
+                extractor = "balanced_diff_of_means" if method == "diff_of_means" else method
+                direction = direction_from_activations(acts, hook, extractor, seed)
+                if scales is not None:
+                    vector = SteeringVector.along(model, layer, direction.vector, scales, **where)
+                else:
+                    vector = SteeringVector.for_model(
+                        model, layer, vector=direction.vector, **where
+                    )
                 yield method, "vector", vector, None
-    objectives = {"sft": SplitObjective.sft(), "split": config.training.objective}
     for form in config.forms:
+        base = TrainingConfig.paper(form) if config.recipe == "paper" else config.training
+        objectives = {"sft": SplitObjective.sft(), "split": base.objective}
         for method in ("sft", "split"):
             if method not in wanted and not (method == "split" and "split_projected" in wanted):
                 continue
             training = TrainingConfig.from_dict(
-                {
-                    **config.training.to_dict(),
-                    "objective": objectives[method].to_dict(),
-                    "seed": seed,
-                }
+                {**base.to_dict(), "objective": objectives[method].to_dict(), "seed": seed}
             )
             intervention, history = _trained(
-                model, concept, form, layer, fit, validation, training, config, out, progress
+                model, setting, form, fit, validation, training, config, out, progress
             )
             if method in wanted:
                 yield method, form, intervention, history
             if method == "split" and "split_projected" in wanted:
                 projected = ProjectedIntervention(
-                    intervention, projection, strength=config.projection_strength
+                    intervention, setting.projection, strength=config.projection_strength
                 )
                 yield "split_projected", form, projected, None
 
 
-def _trained(model, concept, form, layer, fit, validation, training, config, out, progress):
-    """Train (or load the saved artefact of) one intervention; returns it and its history."""
-    name = f"{concept}-{form}-{training.method}-seed{training.seed}"
+def _trained(model, setting, form, fit, validation, training, config, out, progress):
+    """Train (or load the saved artefact of) one intervention; returns it and its history.
+
+    The artefact's name carries a hash of everything that decides the training, so a cached
+    artefact is reused only for the same data, site, layer, units and hyper-parameters.
+    """
+    kwargs: dict[str, Any] = {"site": config.site, "positions": config.positions}
+    if form == "lora":
+        kwargs.update(rank=config.lora_rank, seed=training.seed)
+    decided = {
+        "model": model_provenance(model).to_dict(),
+        "fit": PairDataset(fit).content_hash(),
+        "validation": PairDataset(validation).content_hash(),
+        "layer": setting.layer,
+        "scales": setting.scales.to_dict() if setting.scales is not None else None,
+        "intervention": kwargs,
+        "training": training.to_dict(),
+    }
+    digest = stable_hash(decided)[:12]
+    name = f"{setting.concept}-{form}-{training.method}-seed{training.seed}-{digest}"
     path = out / "artefacts" / name if out is not None else None
-    if path is not None and path.with_suffix(".json").is_file():
+    if path is not None and (path.parent / f"{name}.json").is_file():
         intervention, provenance = load_intervention(path)
         intervention.to(next(model.parameters()).device)
         details = provenance["details"]
         return intervention, (pd.DataFrame(details["epochs"]), pd.DataFrame(details["steps"]))
-    kwargs: dict[str, Any] = {"site": config.site, "positions": config.positions}
-    if form == "lora":
-        kwargs.update(rank=config.lora_rank, seed=training.seed)
     torch.manual_seed(training.seed)
-    intervention = FORMS[form].for_model(model, layer, **kwargs)
+    intervention = FORMS[form].for_model(model, setting.layer, scales=setting.scales, **kwargs)
     result = train_intervention(model, intervention, fit, validation, training, progress=progress)
     if path is not None:
         result.save(path, model, fit)
     return result.intervention, (result.epochs, result.steps)
+
+
+def choose_multipliers(
+    validation_sweeps: pd.DataFrame, utility_margin: float | None = None
+) -> dict[tuple[str, str, str], float]:
+    """Per (concept, form, method), the positive m chosen on the validation pairs.
+
+    The score is balanced accuracy where answers repeat and mean PrefOdds otherwise (seeds
+    pooled); ties go to the smaller m. With ``utility_margin``, only m whose mean UtilOdds stays
+    within that many nats of the unsteered validation UtilOdds are eligible (if none is, the
+    smallest positive m).
+    """
+    chosen: dict[tuple[str, str, str], float] = {}
+    for key, group in validation_sweeps.groupby(["concept", "form", "method"], sort=False):
+        data, grid, answers = _per_pair_data(group)
+        zero = grid.index(0.0) if 0.0 in grid else None
+        floor = (
+            _nanmean(data["util"][:, zero]) - utility_margin
+            if utility_margin is not None and zero is not None
+            else -np.inf
+        )
+        best, best_m = -np.inf, None
+        for column, m in enumerate(grid):
+            if m <= 0 or not _nanmean(data["util"][:, column]) >= floor:
+                continue
+            pref = data["pref"][:, column]
+            score = (
+                answer_bias.balanced_accuracy(pref, answers.positive)
+                if answers.repeat
+                else float(pref.mean())
+            )
+            if score > best:
+                best, best_m = score, m
+        chosen[key] = best_m if best_m is not None else min(m for m in grid if m > 0)
+    return chosen
 
 
 # -- the summary -------------------------------------------------------------------------------
@@ -321,8 +421,12 @@ def summarise(
     utility_margin: float = 1.0,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    chosen_m: dict[tuple[str, str, str], float] | None = None,
 ) -> pd.DataFrame:
     """One row per concept × form × method: the comparison table (see the module docstring).
+
+    With ``chosen_m`` (from :func:`choose_multipliers`), each method's statistics are read at
+    its own validated m instead of ``trained_m``.
 
     Each concept starts with its baselines: ``unsteered`` (the m = 0 column) and, where answers
     repeat, one ``constant <answer>`` row per answer string (its accuracy is the share of items
@@ -346,10 +450,9 @@ def summarise(
             rows.extend(_constant_rows(concept, answers, first))
         for (form, method), group in groups:
             data, grid, answers = _per_pair_data(group)
-            columns = _columns(grid, trained_m, baseline[concept] - utility_margin, answers)
-            rows.append(
-                _summary_row(concept, form, method, group, data, columns, n_bootstrap, rng)
-            )
+            at = (chosen_m or {}).get((concept, form, method), trained_m)
+            columns = _columns(grid, at, baseline[concept] - utility_margin, answers)
+            rows.append(_summary_row(concept, form, method, group, data, columns, n_bootstrap, rng))
     return pd.DataFrame(rows)
 
 

@@ -141,6 +141,23 @@ class PairDataset(Sequence[ContrastPair]):
     def map(self, transform: Callable[[ContrastPair], ContrastPair]) -> PairDataset:
         return PairDataset((transform(p) for p in self), name=self.name)
 
+    def subsample(
+        self, train: int | None = None, test: int | None = None, seed: int = 0
+    ) -> PairDataset:
+        """At most ``train`` training and ``test`` test pairs (None: all), drawn with ``seed``
+        and balanced over the concept answer where answers repeat (Yes/No, (A)/(B)): the draw
+        takes the answer strings in turn, so a 50/50 file stays 50/50. Order is kept."""
+        keep: set[str] = set()
+        for split, size in (("train", train), ("test", test)):
+            members = [p for p in self if p.split == split]
+            if size is not None and size < 0:
+                raise ValueError(f"subsample: {split} size must be >= 0, got {size}")
+            if size is None or size >= len(members):
+                keep.update(p.id for p in members)
+                continue
+            keep.update(_balanced_draw(members, size, seed))
+        return self.filter(lambda p: p.id in keep)
+
     def content_hash(self) -> str:
         """sha256 over the pairs' records in order: the dataset hash recorded in artefacts."""
         return stable_hash([p.to_dict() for p in self])
@@ -161,3 +178,36 @@ class PairDataset(Sequence[ContrastPair]):
         n_test = round(test_fraction * len(todo))
         split_of = {todo[i]: ("test" if rank < n_test else "train") for rank, i in enumerate(order)}
         return self.map(lambda p: replace(p, split=split_of[p.id]) if p.id in split_of else p)
+
+
+def validation_split(
+    pairs: Sequence[ContrastPair], fraction: float = 0.15, seed: int = 0
+) -> tuple[PairDataset, PairDataset]:
+    """(fit, validation) from training pairs, deterministic by id, for early stopping.
+
+    Keeping the validation pairs out of the test split leaves the test split untouched by
+    every choice made during training.
+    """
+    resplit = PairDataset(pairs).assign_splits(test_fraction=fraction, seed=seed, overwrite=True)
+    validation_ids = {p.id for p in resplit.test}
+    pairs = PairDataset(pairs)
+    return (
+        pairs.filter(lambda p: p.id not in validation_ids),
+        pairs.filter(lambda p: p.id in validation_ids),
+    )
+
+
+def _balanced_draw(members: Sequence[ContrastPair], size: int, seed: int) -> list[str]:
+    """Ids of ``size`` pairs, taking each concept-answer group in turn (shuffled within)."""
+    rng = np.random.default_rng(seed)
+    groups: dict[str, list[str]] = {}
+    repeat = len({p.positive.strip() for p in members}) < len(members)
+    for pair in sorted(members, key=lambda p: p.id):
+        groups.setdefault(pair.positive.strip() if repeat else "", []).append(pair.id)
+    queues = [list(rng.permutation(ids)) for _, ids in sorted(groups.items())]
+    drawn: list[str] = []
+    while len(drawn) < size:
+        for queue in queues:
+            if queue and len(drawn) < size:
+                drawn.append(str(queue.pop(0)))
+    return drawn

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .answer_bias import answers_repeat, balanced_accuracy
 from .encoding import encode_texts
 from .fast_forward import (
     answer_logprob_sums,
@@ -45,12 +46,14 @@ from .interventions import Intervention, TokenRoles, steering
 from .log_odds import preference_utility
 from .models import model_provenance
 from .pairs import ContrastPair, PairDataset
+from .pairs import validation_split as validation_split  # re-exported
 from .projected_steer import ManifoldProjection, off_manifold_excess
 from .provenance import Provenance
 from .scoped_hooks import scoped_hooks
 from .split_objective import SplitObjective
 
 DEFAULT_LEARNING_RATES = {"vector": 0.08, "lora": 0.02, "local_weight": 0.02}
+SELECTIONS = ("auto", "objective", "accuracy", "balanced_accuracy")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,11 @@ class TrainingConfig:
     ``patience`` epochs without an evaluation improvement of more than ``min_delta`` stop
     training (0: never stop early). ``length_normalise`` trains on per-token losses L/T.
     ``off_manifold_penalty`` weighs :func:`off_manifold_excess` (needs a projection).
+    ``selection`` is what picks the kept epoch and drives early stopping, measured on the
+    evaluation pairs: ``"objective"`` (lowest), ``"accuracy"`` or ``"balanced_accuracy"``
+    (highest, ties to the lower objective); ``"auto"`` is balanced accuracy where the
+    evaluation pairs' answers repeat (Yes/No, (A)/(B)) and the objective otherwise.
+    :meth:`paper` is the reference code's recipe.
     """
 
     objective: SplitObjective = field(default_factory=SplitObjective)
@@ -77,9 +85,14 @@ class TrainingConfig:
     min_delta: float = 0.0
     eval_multiplier: float = 1.0
     off_manifold_penalty: float = 0.0
+    selection: str = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.selection not in SELECTIONS:
+            raise ValueError(
+                f"TrainingConfig.selection must be one of {SELECTIONS}, got {self.selection!r}"
+            )
         object.__setattr__(self, "multipliers", tuple(float(m) for m in self.multipliers))
         if not self.multipliers or not all(m > 0 and math.isfinite(m) for m in self.multipliers):
             raise ValueError(
@@ -102,6 +115,29 @@ class TrainingConfig:
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"TrainingConfig.{name} is out of range: {getattr(self, name)}")
+
+    @classmethod
+    def paper(cls, form: str, **overrides: Any) -> TrainingConfig:
+        """The reference implementation's recipe for ``form``: factors {2, 4, …, 20} for a
+        vector and {0.2, 0.4, …, 2.0} for LoRA / local weight, λ_n 0.5, γ 8, θ 0.3, lr 0.08
+        (vector) / 0.01 (weights), batch 4, 2 epochs, add and subtract pairs, evaluated at
+        m = 1. ``overrides`` replace any field."""
+        if form not in DEFAULT_LEARNING_RATES:
+            raise ValueError(f"unknown form {form!r}; choose one of {list(DEFAULT_LEARNING_RATES)}")
+        vector = form == "vector"
+        settings: dict[str, Any] = dict(
+            objective=SplitObjective(lambda_p=1.0, lambda_n=0.5, gamma=8.0, theta=0.3),
+            multipliers=tuple(float(2 * k) for k in range(1, 11))
+            if vector
+            else tuple(round(0.2 * k, 1) for k in range(1, 11)),
+            subtract=True,
+            learning_rate=0.08 if vector else 0.01,
+            batch_size=4,
+            epochs=2,
+            eval_multiplier=1.0,
+        )
+        settings.update(overrides)
+        return cls(**settings)
 
     @property
     def method(self) -> str:
@@ -158,23 +194,6 @@ class TrainingResult:
     def save(self, path: str | Path, model, pairs: Sequence[ContrastPair]) -> Path:
         """Save the intervention with its hyper-parameters, history and provenance."""
         return self.intervention.save(path, self.provenance(model, pairs).to_dict())
-
-
-def validation_split(
-    pairs: Sequence[ContrastPair], fraction: float = 0.15, seed: int = 0
-) -> tuple[PairDataset, PairDataset]:
-    """(fit, validation) from training pairs, deterministic by id, for early stopping.
-
-    Keeping the validation pairs out of the test split leaves the test split untouched by
-    every choice made during training.
-    """
-    resplit = PairDataset(pairs).assign_splits(test_fraction=fraction, seed=seed, overwrite=True)
-    validation_ids = {p.id for p in resplit.test}
-    pairs = PairDataset(pairs)
-    return (
-        pairs.filter(lambda p: p.id not in validation_ids),
-        pairs.filter(lambda p: p.id in validation_ids),
-    )
 
 
 @dataclass(frozen=True)
@@ -327,7 +346,8 @@ def train_intervention(
     # Epoch 0 (before training) is measured as the reference, but the result is always a
     # trained epoch: the best of epochs 1.., by the held-out objective.
     epoch_rows = [_evaluate(model, intervention, eval_pairs, config, penalty_projection, 0)]
-    best_loss, best_epoch = float("inf"), 0
+    selection = _selection(config.selection, eval_pairs)
+    best_score, best_epoch = (-float("inf"), float("inf")), 0
     best_state = copy.deepcopy(intervention.state_dict())
     stale, stopped_early = 0, False
     bar = tqdm(
@@ -384,8 +404,9 @@ def train_intervention(
                 model, intervention, eval_pairs, config, penalty_projection, epoch
             )
             epoch_rows.append(evaluation)
-            if evaluation["eval_loss"] < best_loss - config.min_delta:
-                best_loss, best_epoch, stale = evaluation["eval_loss"], epoch, 0
+            score = _score(evaluation, selection)
+            if _improves(score, best_score, config.min_delta):
+                best_score, best_epoch, stale = score, epoch, 0
                 best_state = copy.deepcopy(intervention.state_dict())
             else:
                 stale += 1
@@ -394,11 +415,12 @@ def train_intervention(
                     break
     bar.close()
     intervention.load_state_dict(best_state)
+    epochs_table = pd.DataFrame(epoch_rows).assign(selection=selection)
     return TrainingResult(
         intervention=intervention,
         config=config,
         steps=pd.DataFrame(step_rows),
-        epochs=pd.DataFrame(epoch_rows),
+        epochs=epochs_table,
         best_epoch=best_epoch,
         stopped_early=stopped_early,
     )
@@ -423,6 +445,8 @@ def _evaluate(model, intervention, pairs, config, projection, epoch) -> dict[str
     terms = config.objective.terms(loss_p / scale_p, loss_n / scale_n)
     penalty = config.off_manifold_penalty * float(excess.sum()) / len(examples)
     pref, util, defined = preference_utility(loss_p[:n].numpy(), loss_n[:n].numpy())
+    positive = [p.positive for p in pairs]
+    repeat = answers_repeat(positive, [p.negative for p in pairs])
     return {
         "epoch": epoch,
         "eval_loss": float(terms.total) + penalty,
@@ -431,10 +455,34 @@ def _evaluate(model, intervention, pairs, config, projection, epoch) -> dict[str
         "eval_margin_term": float(terms.margin),
         "eval_penalty_term": penalty,
         "accuracy": float((pref > 0).mean()),
+        "balanced_accuracy": balanced_accuracy(pref, positive)
+        if repeat
+        else float((pref > 0).mean()),
         "mean_pref_odds": float(np.mean(pref)),
         "mean_util_odds": float(np.nanmean(util)) if defined.any() else float("nan"),
         "util_undefined": int((~defined).sum()),
     }
+
+
+def _selection(selection: str, pairs: Sequence[ContrastPair]) -> str:
+    if selection != "auto":
+        return selection
+    repeat = answers_repeat([p.positive for p in pairs], [p.negative for p in pairs])
+    return "balanced_accuracy" if repeat else "objective"
+
+
+def _score(evaluation: dict[str, Any], selection: str) -> tuple[float, float]:
+    """(primary, tie-break): both larger is better."""
+    objective = -float(evaluation["eval_loss"])
+    if selection == "objective":
+        return objective, 0.0
+    return float(evaluation[selection]), objective
+
+
+def _improves(score: tuple[float, float], best: tuple[float, float], min_delta: float) -> bool:
+    if score[0] > best[0] + min_delta:
+        return True
+    return score[0] >= best[0] and score[1] > best[1] and not score[0] > best[0] + min_delta
 
 
 def _linear_schedule(step: int, warmup: int, total: int) -> float:

@@ -18,6 +18,7 @@ The defaults are sized to finish within 15 minutes on a 2-core CPU with the defa
 
 from __future__ import annotations
 
+import html
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,6 +31,7 @@ from tqdm.auto import tqdm
 
 from .activation_shift import activation_shift, token_projections
 from .activations import capture_activations
+from .chat_format import PROMPT_STYLES, format_prompts, resolve_prompt_style
 from .directions import direction_from_activations
 from .displacement import displacement_table, measured_validity
 from .figures import (
@@ -43,11 +45,13 @@ from .figures import (
 )
 from .fits import fit_sweep_curve
 from .generation import generate
-from .interventions import FORMS, SITES, SteeringVector
+from .interventions import FORMS, SteeringVector
 from .layer_sweep import layer_sweep
 from .manifold import ActivationManifold
 from .method_comparison import (
+    RECIPES,
     ComparisonConfig,
+    choose_multipliers,
     format_comparison,
     run_comparison,
     split_vs_sft,
@@ -56,6 +60,7 @@ from .method_comparison import (
 from .models import model_provenance
 from .pairs import PairDataset
 from .projected_steer import ManifoldProjection
+from .sites import DEFAULT_SITE, SITES, site_hooks, site_scales
 from .split_training import TrainingConfig
 from .study_report import Report
 from .sweeps import SweepLabels, run_sweep
@@ -67,19 +72,22 @@ class StudySettings:
     """Sizes and choices of a study (defaults: the 15-minute CPU budget)."""
 
     layer: int | None = None
-    site: str = "mlp_out"
+    site: str = DEFAULT_SITE
     forms: tuple[str, ...] = ("vector", "lora", "local_weight")
-    multipliers: tuple[float, ...] = (-8.0, -4.0, -2.0, 0.0, 1.0, 2.0, 4.0, 8.0)
+    # m in units of the site's typical norm (a unit direction at m = 1 pushes by that norm)
+    multipliers: tuple[float, ...] = (-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 2.0)
+    prompt_style: str = "auto"
+    recipe: str = "default"
     train_pairs: int = 24
     test_pairs: int = 12
     epochs: int = 1
     heatmap_layers: int = 3
     heatmap_pairs: int = 6
     displacement_pairs: int = 4
-    displacement_multipliers: tuple[float, ...] = (-4.0, 0.0, 2.0, 4.0, 8.0)
+    displacement_multipliers: tuple[float, ...] = (-0.5, 0.0, 0.25, 0.5, 1.0)
     shift_pairs: int = 4
-    shift_multipliers: tuple[float, ...] = (0.0, 2.0, 4.0, 8.0)
-    generation_multipliers: tuple[float, ...] = (0.0, 4.0, 16.0)
+    shift_multipliers: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
+    generation_multipliers: tuple[float, ...] = (0.0, 0.5, 1.0)
     max_new_tokens: int = 20
     utility_margin: float = 1.0
     n_bootstrap: int = 200
@@ -97,6 +105,12 @@ class StudySettings:
         for name in ("train_pairs", "test_pairs", "epochs", "heatmap_layers", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.prompt_style not in PROMPT_STYLES:
+            raise ValueError(
+                f"unknown prompt style {self.prompt_style!r}; choose one of {PROMPT_STYLES}"
+            )
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}; choose one of {RECIPES}")
         if 0.0 not in self.multipliers or 1.0 not in self.multipliers:
             raise ValueError(f"the multiplier grid {self.multipliers} must hold 0 and 1")
 
@@ -131,6 +145,8 @@ def run_study(
             f"layer {settings.layer} is out of range: the model has blocks "
             f"0..{model.cfg.n_layers - 1}"
         )
+    style = resolve_prompt_style(model, pairs, settings.prompt_style)
+    pairs = format_prompts(model, pairs, style)
     stages = tqdm(total=8, desc="study", disable=not progress)
     tables: dict[str, pd.DataFrame] = {}
 
@@ -140,12 +156,12 @@ def run_study(
     stage("layer choice")
     layer = settings.layer
     if layer is None:
-        sweep = layer_sweep(
-            model, pairs, methods=("diff_of_means",), seed=settings.seed, progress=progress
+        sweep = layer_sweep(  # on validation pairs carved from train: never the test split
+            model, pairs, methods=("balanced_diff_of_means",), seed=settings.seed, progress=progress
         )
         layer = sweep.recommended_layer
         tables["layer_sweep"] = sweep.table
-    hook = SteeringVector.for_model(model, layer, site=settings.site).hook_names[1]
+    hook = site_hooks(settings.site, layer)[1]
     last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
     stages.update()
 
@@ -179,6 +195,8 @@ def run_study(
         multipliers=settings.multipliers,
         utility_margin=settings.utility_margin,
         training=TrainingConfig(epochs=settings.epochs, seed=settings.seed),
+        recipe=settings.recipe,
+        prompt_style="plain",  # formatted above
         n_bootstrap=settings.n_bootstrap,
         batch_size=settings.batch_size,
         max_train_pairs=settings.train_pairs,
@@ -193,11 +211,16 @@ def run_study(
         projections={concept: ManifoldProjection.from_manifold(manifolds[hook])},
     )
     sweeps = comparison.sweeps
+    chosen = choose_multipliers(comparison.validation_sweeps, settings.utility_margin)
     tables.update(
         sweeps=sweeps,
+        validation_sweeps=comparison.validation_sweeps,
         training_epochs=comparison.epochs,
         training_steps=comparison.steps,
         comparison=summarise(sweeps, 1.0, settings.utility_margin, settings.n_bootstrap),
+        comparison_validated_m=summarise(
+            sweeps, 1.0, settings.utility_margin, settings.n_bootstrap, chosen_m=chosen
+        ),
         split_vs_sft=split_vs_sft(sweeps, 1.0, settings.utility_margin, settings.n_bootstrap),
     )
     stages.update()
@@ -213,14 +236,8 @@ def run_study(
     stage("displacement")
     diffmean = comparison.interventions.get((concept, "vector", "diff_of_means", settings.seed))
     if diffmean is None:  # the vector form was not asked for: a DiffMean vector all the same
-        acts = capture_activations(
-            model, train, [hook, f"blocks.{layer}.hook_resid_post"], progress=False
-        )
-        direction = direction_from_activations(acts, hook, "diff_of_means", settings.seed)
-        diffmean = SteeringVector.for_model(
-            model, layer, site=settings.site, vector=direction.vector
-        )
-    concept_vector = diffmean.bias.detach().cpu()
+        diffmean = _diffmean_vector(model, train, layer, settings)
+    concept_vector = diffmean.raw_vector.cpu()
     displacement = displacement_table(
         model,
         test[: settings.displacement_pairs],
@@ -290,6 +307,7 @@ def run_study(
         "dataset_hash": pairs.content_hash(),
         "layer": layer,
         "hook": hook,
+        "prompt_style": style,
         "settings": settings.to_dict(),
         "seconds": round(seconds, 1),
         "figures": report.n_figures,
@@ -298,6 +316,16 @@ def run_study(
     stages.update()
     stages.close()
     return StudyResult(path, tables, layer, seconds)
+
+
+def _diffmean_vector(model, train, layer: int, settings: StudySettings) -> SteeringVector:
+    """The answer-balanced DiffMean at the study's site, in units of the typical norm."""
+    hook = site_hooks(settings.site, layer)[1]
+    resid = f"blocks.{layer}.hook_resid_post"
+    acts = capture_activations(model, train, list(dict.fromkeys([hook, resid])), progress=False)
+    direction = direction_from_activations(acts, hook, "balanced_diff_of_means", settings.seed)
+    scales = site_scales(model, settings.site, layer)
+    return SteeringVector.along(model, layer, direction.vector, scales, site=settings.site)
 
 
 def _fits(sweeps: pd.DataFrame) -> pd.DataFrame:
@@ -319,18 +347,18 @@ def _layer_sweeps(model, train, test, chosen, settings, out, progress) -> pd.Dat
     n_layers = model.cfg.n_layers
     spaced = np.linspace(0, n_layers - 1, settings.heatmap_layers).round().astype(int).tolist()
     layers = sorted(set(spaced) | {chosen})
-    hooks = {
-        layer: SteeringVector.for_model(model, layer, site=settings.site).hook_names[1]
-        for layer in layers
-    }
+    hooks = {layer: site_hooks(settings.site, layer)[1] for layer in layers}
     resids = [f"blocks.{layer}.hook_resid_post" for layer in layers]
     acts = capture_activations(
         model, train, list(dict.fromkeys([*hooks.values(), *resids])), progress=False
     )
     tables = []
     for layer in tqdm(layers, desc="layers", disable=not progress, leave=False):
-        direction = direction_from_activations(acts, hooks[layer], "diff_of_means", settings.seed)
-        vector = SteeringVector.for_model(model, layer, site=settings.site, vector=direction.vector)
+        direction = direction_from_activations(
+            acts, hooks[layer], "balanced_diff_of_means", settings.seed
+        )
+        scales = site_scales(model, settings.site, layer)
+        vector = SteeringVector.along(model, layer, direction.vector, scales, site=settings.site)
         tables.append(
             run_sweep(
                 model,
@@ -381,13 +409,21 @@ def _report(model, pairs, concept, layer, hook, settings, tables, shift, tokens,
     )
     report.add(
         "Methods compared",
-        "Accuracy, mean PrefOdds and UtilOdds on held-out pairs at the trained m = 1 and across "
-        "the positive multipliers; the best preference reached while utility stays within "
-        f"{settings.utility_margin} nats of the unsteered utility. 95% bootstrap intervals "
-        "over pairs. Below: SPLIT minus SFT, paired over pairs.",
+        "Held-out pairs, every method on one m scale (units of the site's typical norm; 'push' "
+        "is the measured ‖Δh‖/‖h‖). First at the trained m = 1, then at each method's m chosen "
+        "on validation pairs (never on test). Beside accuracy: balanced accuracy (the mean of "
+        "the per-answer accuracies, 50% for any constant answer), the constant-answer "
+        "baselines, the answer the model gives most, and the answer mass P(A_p|q) + P(A_n|q) "
+        "beside utility; a WARNING marks an accuracy gain explained by answer bias. The best "
+        f"preference within {settings.utility_margin} nats of the unsteered utility reads the "
+        "whole test sweep and is descriptive only. 95% bootstrap intervals over pairs. Below: "
+        "SPLIT minus SFT, paired over pairs.",
         figures=[frontier_figure(sweeps)],
-        tables=[tables["comparison"], tables["split_vs_sft"]],
-        snippets=[f"<pre>{format_comparison(tables['comparison'])}</pre>"],
+        tables=[tables["comparison"], tables["comparison_validated_m"], tables["split_vs_sft"]],
+        snippets=[
+            f"<pre>{html.escape(format_comparison(tables['comparison']))}</pre>",
+            f"<pre>{html.escape(format_comparison(tables['comparison_validated_m']))}</pre>",
+        ],
     )
     report.add(
         "Layer × m",

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pandas as pd
 import pytest
 import torch
@@ -16,6 +18,7 @@ from workbench.directions import (
 from workbench.errors import HookNameError
 from workbench.layer_sweep import layer_sweep, recommend_layer
 from workbench.models import load_model
+from workbench.pairs import ContrastPair, PairDataset
 from workbench.provenance import ModelProvenance, Provenance
 
 HOOK = "blocks.0.hook_resid_post"
@@ -137,15 +140,79 @@ def test_loading_onto_a_mismatched_model_fails_clearly(tiny_llama, small_pairs, 
         )
 
 
-def test_layer_sweep_table_and_recommendation(small_pairs):
+def _persona_pairs(n: int = 16) -> PairDataset:
+    """Yes/No items, half with " Yes" as the concept answer; every 4th is test."""
+    return PairDataset(
+        ContrastPair(
+            f"q{i:02d}",
+            f"Statement number {i} about {'parties' if i % 2 else 'books'}?",
+            " Yes" if i % 2 else " No",
+            " No" if i % 2 else " Yes",
+            concept="c",
+            split="test" if i % 4 == 3 else "train",
+        )
+        for i in range(n)
+    )
+
+
+def test_layer_sweep_table_and_recommendation():
     model = load_model("tiny-gemma3")
-    sweep = layer_sweep(model, small_pairs, progress=False)
+    sweep = layer_sweep(model, _persona_pairs(), progress=False)
     assert set(sweep.table["method"]) == set(EXTRACTORS)
     assert sorted(set(sweep.table["layer"])) == [0, 1, 2]
     assert len(sweep.table) == 3 * len(EXTRACTORS)
     for column in ("auroc", "probe_accuracy", "paired_accuracy"):
         assert sweep.table[column].between(0, 1).all()
     assert sweep.recommended_layer == recommend_layer(sweep.table)
+    assert not {p for p in sweep.train.pair_ids + sweep.validation.pair_ids} & {
+        p.id for p in _persona_pairs().test
+    }
+
+
+def test_layer_sweep_never_reads_test_pairs(monkeypatch):
+    """Test pairs may be anything at all: the sweep's table does not change."""
+    from workbench import layer_sweep as module
+
+    seen: list[str] = []
+    capture = module.capture_activations
+
+    def recording(model, pairs, *args, **kwargs):
+        seen.extend(p.id for p in pairs)
+        return capture(model, pairs, *args, **kwargs)
+
+    monkeypatch.setattr(module, "capture_activations", recording)
+    model = load_model("tiny-llama")
+    pairs = _persona_pairs()
+    first = layer_sweep(model, pairs, methods=("balanced_diff_of_means",), progress=False)
+    assert seen and not set(seen) & {p.id for p in pairs.test}
+    changed = pairs.map(lambda p: replace(p, prompt="other text") if p.split == "test" else p)
+    again = layer_sweep(model, changed, methods=("balanced_diff_of_means",), progress=False)
+    pd.testing.assert_frame_equal(first.table, again.table)
+
+
+def test_balanced_diff_of_means_cancels_the_answer_token():
+    """Rows = concept ± answer-token identity: plain DiffMean carries the token part when the
+    concept answer is mostly " Yes"; the balanced one recovers the concept exactly."""
+    concept, token = torch.tensor([1.0, 0, 0]), torch.tensor([0, 5.0, 0])
+    yes = [True, True, True, False]  # 3 of 4 items have " Yes" as the concept answer
+    positive = torch.stack([concept / 2 + (token if y else -token) for y in yes])
+    negative = torch.stack([-concept / 2 + (-token if y else token) for y in yes])
+    ids = [f"p{i}" for i in range(4)]
+    provenance = Provenance(model=load_model("tiny-llama").workbench_provenance, method="test")
+    acts = ActivationSet(
+        {"blocks.0.hook_resid_post": torch.cat([positive, negative])},
+        ids * 2,
+        ["positive"] * 4 + ["negative"] * 4,
+        torch.full((8,), -1),
+        torch.full((8,), -1),
+        "answer_mean",
+        provenance,
+        answer_groups={i: ("Yes|No" if y else "No|Yes") for i, y in zip(ids, yes)},
+    )
+    balanced = EXTRACTORS["balanced_diff_of_means"](acts, "blocks.0.hook_resid_post")
+    plain = EXTRACTORS["diff_of_means"](acts, "blocks.0.hook_resid_post")
+    torch.testing.assert_close(balanced, concept)
+    assert plain[1] == pytest.approx(5.0)  # (3 - 1) / 4 · 2 · 5: the token leaks in
 
 
 def test_recommend_layer_prefers_effect_size_among_near_best_auroc():

@@ -3,7 +3,9 @@ import pandas as pd
 import pytest
 
 from workbench.fits import (
+    FlatCurveError,
     breakdown_multiplier,
+    check_curve_moves,
     continuity_gap,
     curve,
     decay,
@@ -83,8 +85,17 @@ def test_r_squared_and_constant_curves():
     assert r_squared(y, y) == 1.0
     assert np.isnan(r_squared(np.ones(3), np.ones(3)))
     table = _sweep_table("preference", dict(PREF, alpha=0.0, beta=0.0), pair_sd=0.0, noise=0.0)
-    fit = fit_sweep_curve(table, "preference", n_bootstrap=0)
-    assert np.isnan(fit.r2_train) and any("constant" in f for f in fit.flags)
+    with pytest.raises(FlatCurveError, match="does not move with m"):
+        fit_sweep_curve(table, "preference", n_bootstrap=0)
+
+
+def test_a_curve_within_its_noise_is_flat_not_fitted():
+    """Pairs vary a lot, the mean barely moves with m: flagged, whatever the optimiser could do."""
+    table = _sweep_table("preference", dict(PREF, alpha=0.001, beta=0.001), pair_sd=3.0, noise=0.0)
+    with pytest.raises(FlatCurveError, match="flat"):
+        fit_sweep_curve(table, "preference", n_bootstrap=0)
+    moving = _sweep_table("preference", PREF, pair_sd=3.0, noise=0.0)
+    check_curve_moves(moving[moving["split"] == "train"], "pref_odds")  # no error
 
 
 def test_too_few_points_and_nans():

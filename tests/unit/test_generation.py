@@ -1,6 +1,10 @@
+import contextlib
+import warnings
+
 import pytest
 import torch
 
+from workbench import generation
 from workbench.generation import generate, generate_tokens
 from workbench.interventions import SteeringVector
 
@@ -13,6 +17,25 @@ def vector(tiny_model):
     with torch.no_grad():
         v.bias.copy_(torch.randn(v.d_out, generator=torch.Generator().manual_seed(0)) * 3)
     return v
+
+
+def test_unsteered_cache_and_no_cache_agree_and_the_cache_is_really_used(tiny_model):
+    kwargs = dict(max_new_tokens=10, stop_at_eos=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback to recomputation
+        cached = generate_tokens(tiny_model, PROMPTS, **kwargs)
+    assert cached == generate_tokens(tiny_model, PROMPTS, use_cache=False, **kwargs)
+    singles = [generate_tokens(tiny_model, [p], **kwargs)[0] for p in PROMPTS]
+    assert cached == singles
+
+
+def test_a_cache_the_bridge_leaves_empty_falls_back_to_recomputation(tiny_llama, monkeypatch):
+    # Without the keyword alias the bridge's attention never fills the transformers 5.x cache.
+    monkeypatch.setattr(generation, "_cache_keyword_alias", lambda model: contextlib.nullcontext())
+    kwargs = dict(max_new_tokens=6, stop_at_eos=False)
+    with pytest.warns(RuntimeWarning, match="without the cache"):
+        cached = generate_tokens(tiny_llama, PROMPTS, **kwargs)
+    assert cached == generate_tokens(tiny_llama, PROMPTS, use_cache=False, **kwargs)
 
 
 @pytest.mark.parametrize("positions", ["prompt", "answer", "all"])

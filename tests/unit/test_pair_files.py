@@ -151,7 +151,15 @@ def test_unrecognised_format_and_missing_file(tmp_path):
 
 def test_shipped_concepts_meet_the_spec():
     names = shipped_concepts()
-    assert {"sentiment", "weddings", "formality", "frugality", "extraversion", "optimism", "interest_in_science"} <= set(names)
+    assert {
+        "sentiment",
+        "weddings",
+        "formality",
+        "frugality",
+        "extraversion",
+        "optimism",
+        "interest_in_science",
+    } <= set(names)
     for name in names:
         pairs = load_concept(name)
         assert isinstance(pairs, PairDataset) and pairs.concepts == [name]

@@ -39,7 +39,8 @@ def study_dir(tmp_path_factory):
 def test_study_writes_every_table_and_how_it_was_made(study_dir):
     made = json.loads((study_dir / "study.json").read_text())
     assert made["model"]["name"] == "tiny-llama" and made["layer"] == 1
-    assert made["hook"] == "blocks.1.mlp.out.hook_out"
+    assert made["hook"] == "blocks.1.hook_resid_post"  # the block site, the default
+    assert made["prompt_style"] == "plain"  # free-text answers
     assert made["settings"]["train_pairs"] == 12 and made["seconds"] > 0
     tables = {p.stem for p in (study_dir / "tables").glob("*.csv")}
     assert tables >= {
@@ -52,9 +53,12 @@ def test_study_writes_every_table_and_how_it_was_made(study_dir):
         "validity",
         "training_steps",
         "generations",
+        "comparison_validated_m",
+        "validation_sweeps",
     }
     comparison = pd.read_csv(study_dir / "tables" / "comparison.csv")
     assert set(zip(comparison["form"], comparison["method"])) == {
+        ("none", "unsteered"),
         ("vector", "diff_of_means"),
         ("vector", "random"),
         *(
@@ -104,3 +108,57 @@ def test_the_browser_check_catches_a_network_request_and_a_blank_figure(tmp_path
     seen = visit(path, tmp_path / "broken.png", timeout=15)
     assert seen.network_requests == ["http://example.invalid/pixel.png"]
     assert seen.figures and seen.figures[0]["marks"] == 0
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_the_study_layer_choice_never_reads_test_pairs(monkeypatch):
+    """The study is stopped right after its layer choice; every activation captured for it
+    came from training pairs, and rewriting the test pairs changes nothing it chose."""
+    from dataclasses import replace
+
+    from workbench import layer_sweep as sweep_module
+    from workbench import study
+    from workbench.models import load_model
+    from workbench.pairs import ContrastPair, PairDataset
+
+    seen: list[str] = []
+    capture = sweep_module.capture_activations
+
+    def recording(model, pairs, *args, **kwargs):
+        seen.extend(p.id for p in pairs)
+        return capture(model, pairs, *args, **kwargs)
+
+    chosen: list[pd.DataFrame] = []
+    sweep = study.layer_sweep
+
+    def keep(*args, **kwargs):
+        result = sweep(*args, **kwargs)
+        chosen.append(result.table)
+        return result
+
+    def stop(*args, **kwargs):
+        raise _Stop
+
+    monkeypatch.setattr(sweep_module, "capture_activations", recording)
+    monkeypatch.setattr(study, "layer_sweep", keep)
+    monkeypatch.setattr(study, "collect_valid_activations", stop)
+    model = load_model("tiny-llama")
+    pairs = PairDataset(
+        ContrastPair(
+            f"q{i:02d}",
+            f"Statement {i}?",
+            *((" Yes", " No") if i % 2 else (" No", " Yes")),
+            concept="c",
+            split="test" if i % 4 == 3 else "train",
+        )
+        for i in range(24)
+    )
+    changed = pairs.map(lambda p: replace(p, prompt="Other words?") if p.split == "test" else p)
+    for dataset in (pairs, changed):
+        with pytest.raises(_Stop):
+            study.run_study(model, dataset, study.StudySettings(prompt_style="cue"), progress=False)
+    assert seen and not set(seen) & {p.id for p in pairs.test}
+    pd.testing.assert_frame_equal(chosen[0], chosen[1])
