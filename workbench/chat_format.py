@@ -47,17 +47,26 @@ def with_chat_template(model, pairs: PairDataset, system_prompt: str | None = No
 
 
 PROMPT_STYLES: tuple[str, ...] = ("auto", "plain", "cue", "chat")
-DEFAULT_CUE = "\n\nAnswer:"
+DEFAULT_CUE = "\n\nPlease answer {options}.\nAnswer:"
 
 
 def with_answer_cue(pairs: PairDataset, cue: str = DEFAULT_CUE) -> PairDataset:
-    """A copy of ``pairs`` whose prompts end with ``cue`` (prompts that already end with the
-    cue's text are kept), so a base model answers a persona question in the answer format."""
-    if not cue.strip():
+    """A copy of ``pairs`` whose prompts end with ``cue``, so a base model answers a persona
+    question in the answer format. ``{options}`` in the cue becomes the answer strings joined
+    by "or" ("Yes or No"). Prompts that already end with the cue's last line ("Answer:", as
+    A/B files do) are kept as they are.
+    """
+    last_line = cue.strip().splitlines()[-1].strip() if cue.strip() else ""
+    if not last_line:
         raise ValueError("the answer cue is empty")
+    if "{options}" in cue:
+        strings = {a.strip() for p in pairs for a in (p.positive, p.negative)}
+        first = ("yes", "(a)", "a")
+        ordered = sorted(strings, key=lambda a: (a.lower() not in first, a))
+        cue = cue.replace("{options}", " or ".join(ordered))
 
     def cued(pair: ContrastPair) -> ContrastPair:
-        if pair.prompt.rstrip().endswith(cue.strip()):
+        if pair.prompt.rstrip().endswith(last_line):
             return pair
         return replace(pair, prompt=pair.prompt.rstrip() + cue)
 

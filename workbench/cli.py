@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--margin", type=float, default=1.0, help="utility margin (nats)")
     compare.add_argument("--bootstrap", type=int, default=1000)
     compare.add_argument("--out", type=Path, default=Path("runs"))
+    baseline = commands.add_parser(
+        "baseline", help="the unsteered model on each concept: accuracy beside its baselines"
+    )
+    baseline.add_argument("--concepts", nargs="+", default=shipped_concepts())
+    baseline.add_argument("--model", default=DEFAULT_MODEL)
+    baseline.add_argument("--prompt-style", default="auto", help="auto, plain, cue or chat")
+    baseline.add_argument("--split", default="all", help="train, test or all")
     commands.add_parser("models", help="list the models that load without network")
     return parser
 
@@ -107,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             "curves": _curves,
             "manifold": _manifold,
             "study": _study,
+            "baseline": _baseline,
         }
         return commands[args.command](args)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as error:
@@ -121,6 +129,20 @@ def _check_layer(args: argparse.Namespace, model) -> None:
             f"--layer {args.layer} is out of range: {args.model} has blocks "
             f"0..{model.cfg.n_layers - 1}"
         )
+
+
+def _baseline(args: argparse.Namespace) -> int:
+    from .concepts import load_concept
+    from .models import load_model
+    from .unsteered import format_baselines, unsteered_baselines
+
+    if args.split not in ("train", "test", "all"):
+        raise ValueError(f"--split must be train, test or all, got {args.split!r}")
+    datasets = {c: load_concept(c) for c in args.concepts}  # fail before the model loads
+    model = load_model(args.model)
+    table = unsteered_baselines(model, datasets, args.prompt_style, args.split)
+    print(f"unsteered {args.model}, {args.split} pairs\n" + format_baselines(table))
+    return 0
 
 
 def _study(args: argparse.Namespace) -> int:

@@ -80,12 +80,23 @@ def unembed(model, normed: Tensor) -> Tensor:
     return logits
 
 
-def answer_logprob_sums(model, normed: Tensor, batch) -> Tensor:
+def answer_logprob_sums(model, normed: Tensor, batch, alternative: Tensor | None = None) -> Tensor:
     """Sum of log P(answer token | prefix) per row of an ``EncodedBatch``, from final-normed
-    residuals, unembedding the answer-predicting positions only (differentiable)."""
+    residuals, unembedding the answer-predicting positions only (differentiable).
+
+    With ``alternative`` (one token id per row, for one-token answers), the result has twice
+    the rows: the batch's own answers, then the log-prob of each row's alternative token read
+    at the same position.
+    """
     targets = batch.answer_mask[:, 1:]
     rows, cols = targets.nonzero(as_tuple=True)
-    logits = unembed(model, normed[rows, cols]).float()
-    picked = logits.log_softmax(-1).gather(-1, batch.input_ids[rows, cols + 1, None]).squeeze(-1)
+    logprobs = unembed(model, normed[rows, cols]).float().log_softmax(-1)
+    picked = logprobs.gather(-1, batch.input_ids[rows, cols + 1, None]).squeeze(-1)
     total = torch.zeros(normed.shape[0], dtype=torch.float32, device=normed.device)
-    return total.index_add(0, rows, picked)
+    total = total.index_add(0, rows, picked)
+    if alternative is None:
+        return total
+    if alternative.shape != (normed.shape[0],) or not bool((targets.sum(-1) == 1).all()):
+        raise ValueError("alternative answers need one token id per row and one-token answers")
+    other = logprobs.gather(-1, alternative[rows, None]).squeeze(-1)
+    return torch.cat([total, torch.zeros_like(total).index_add(0, rows, other)])

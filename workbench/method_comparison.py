@@ -84,8 +84,9 @@ class ComparisonConfig:
     validation_fraction: float = 0.15
     n_bootstrap: int = 1000
     batch_size: int = 8
-    max_train_pairs: int | None = None  # train on at most this many training pairs
-    max_test_pairs: int | None = None  # sweep at most this many test pairs
+    # at most this many training / test pairs (PairDataset.subsample: answer-balanced, seed 0)
+    max_train_pairs: int | None = None
+    max_test_pairs: int | None = None
 
     def __post_init__(self) -> None:
         for name, allowed in (("forms", tuple(FORMS)), ("methods", METHODS)):
@@ -173,8 +174,8 @@ def run_comparison(
     for seed in config.seeds:  # seed-major, so a cut-short run has whole seeds
         for concept, pairs in datasets.items():
             layer = layers[concept]
-            train = pairs.train[: config.max_train_pairs]
-            test = pairs.test[: config.max_test_pairs]
+            sized = pairs.subsample(config.max_train_pairs, config.max_test_pairs)  # balanced
+            train, test = sized.train, sized.test
             fit, validation = validation_split(train, config.validation_fraction, seed)
             setting = _Setting(concept, layer, scales[concept], seed, projections.get(concept))
             for method, form, intervention, history in _interventions(

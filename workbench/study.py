@@ -166,8 +166,8 @@ def run_study(
     stages.update()
 
     stage("valid manifold")
-    train = pairs.train[: settings.train_pairs]
-    test = pairs.test[: settings.test_pairs]
+    sized = pairs.subsample(settings.train_pairs, settings.test_pairs)  # as the comparison does
+    train, test = sized.train, sized.test
     hooks = list(dict.fromkeys([hook, last]))
     valid = collect_valid_activations(
         model,

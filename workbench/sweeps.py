@@ -209,17 +209,25 @@ def _grid(multipliers: Sequence[float]) -> tuple[float, ...]:
 
 @torch.no_grad()
 def _batch_losses(model, pairs, intervention, grid, max_rows, verify):
-    """Losses and lengths, each [len(grid), len(pairs)], for one batch of pairs."""
+    """Losses and lengths, each [len(grid), len(pairs)], for one batch of pairs.
+
+    Where both answers of every pair are one token, one forward of the prompt scores both
+    (P(A_p|q) and P(A_n|q) are read at the same position): half the work, same numbers.
+    """
+    single = _single_token_answers(model, pairs)
     device = next(model.parameters()).device
     n = len(pairs)
+    sides = 1 if single is not None else 2
     batch = encode_texts(
         model.tokenizer,
-        [p.prompt for p in pairs] * 2,
-        [p.positive for p in pairs] + [p.negative for p in pairs],
+        [p.prompt for p in pairs] * sides,
+        ([p.positive for p in pairs] + [p.negative for p in pairs])[: sides * n],
         prepend_bos=model_provenance(model).prepend_bos,
         max_length=getattr(model.cfg, "n_ctx", None),
-        labels=[(p.id, p.source, "positive") for p in pairs]
-        + [(p.id, p.source, "negative") for p in pairs],
+        labels=(
+            [(p.id, p.source, "positive") for p in pairs]
+            + [(p.id, p.source, "negative") for p in pairs]
+        )[: sides * n],
     ).to(device)
     start = intervention.layer if intervention is not None else 0
     inputs = (
@@ -229,13 +237,14 @@ def _batch_losses(model, pairs, intervention, grid, max_rows, verify):
             model, batch.input_ids, batch.attention_mask, batch.position_ids, start
         )
     )
-    per_chunk = max(1, max_rows // (2 * n))
+    rows = sides * n  # forward rows per multiplier
+    per_chunk = max(1, max_rows // rows)
     logprobs = torch.zeros(len(grid), 2 * n, dtype=torch.float64)
-    pushes = torch.zeros(len(grid), 2 * n, dtype=torch.float64)
+    pushes = torch.zeros(len(grid), rows, dtype=torch.float64)
     for first in range(0, len(grid), per_chunk):
         chunk = grid[first : first + per_chunk]
         tiled = batch.tile(len(chunk))
-        ms = torch.tensor(chunk, device=device).repeat_interleave(2 * n)
+        ms = torch.tensor(chunk, device=device).repeat_interleave(rows)
         x = inputs.repeat(len(chunk), *([1] * (inputs.ndim - 1)))
         kwargs = dict(attention_mask=tiled.attention_mask, position_ids=tiled.position_ids)
         if start > 0:
@@ -254,11 +263,18 @@ def _batch_losses(model, pairs, intervention, grid, max_rows, verify):
                     "this architecture's blocks cannot be skipped (run with verify on and "
                     "report it)"
                 )
-        total = answer_logprob_sums(model, normed, tiled)
-        logprobs[first : first + len(chunk)] = total.view(len(chunk), 2 * n).double().cpu()
+        if single is not None:  # both answers' log-probs from the one forward
+            other = torch.tensor(single, device=device).repeat(len(chunk))
+            both = answer_logprob_sums(model, normed, tiled, alternative=other)
+            total = both.view(2, len(chunk), n).transpose(0, 1)  # [m, side, pair]
+        else:
+            total = answer_logprob_sums(model, normed, tiled)
+        logprobs[first : first + len(chunk)] = total.reshape(len(chunk), 2 * n).double().cpu()
         if 0 in state.push:
-            pushes[first : first + len(chunk)] = state.push[0].view(len(chunk), 2 * n)
+            pushes[first : first + len(chunk)] = state.push[0].view(len(chunk), rows)
     lengths = batch.answer_mask.sum(-1).cpu().numpy()
+    if single is not None:
+        lengths = np.concatenate([lengths, lengths])
     loss_p, loss_n = -logprobs[:, :n].numpy(), -logprobs[:, n:].numpy()
     shape = (len(grid), n)
     return (
@@ -266,8 +282,20 @@ def _batch_losses(model, pairs, intervention, grid, max_rows, verify):
         loss_n,
         np.broadcast_to(lengths[:n], shape),
         np.broadcast_to(lengths[n:], shape),
-        ((pushes[:, :n] + pushes[:, n:]) / 2).numpy(),
+        (pushes.view(len(grid), sides, n).mean(1)).numpy(),
     )
+
+
+def _single_token_answers(model, pairs) -> list[int] | None:
+    """Each pair's negative-answer token id, if every pair's two answers are one token each."""
+    tokenizer = model.tokenizer
+    negative: list[int] = []
+    for pair in pairs:
+        ids = tokenizer([pair.positive, pair.negative], add_special_tokens=False)["input_ids"]
+        if len(ids[0]) != 1 or len(ids[1]) != 1:
+            return None
+        negative.append(int(ids[1][0]))
+    return negative
 
 
 def _rows(

@@ -37,7 +37,11 @@ def test_study_on_gemma_steers_sentiment_and_reports(tmp_path, capsys):
     sweeps = pd.read_csv(study / "tables" / "sweeps.csv")
     mean = sweeps.groupby(["form", "method", "m"])["pref_odds"].mean()
     unsteered = mean[("vector", "diff_of_means", 0.0)]
-    # The DiffMean direction steers sentiment; SPLIT training raises preference at its m = 1.
-    assert mean[("vector", "diff_of_means", 8.0)] > unsteered + 1.0
+    # The DiffMean direction steers sentiment at half the typical norm of the block output;
+    # SPLIT training raises preference at its m = 1.
+    assert mean[("vector", "diff_of_means", 0.5)] > unsteered + 1.0
     assert mean[("vector", "split", 1.0)] > unsteered
-    assert mean[("vector", "split", -2.0)] < unsteered  # the subtract examples: it steers both ways
+    assert mean[("vector", "split", -1.0)] < unsteered  # the subtract examples: it steers both ways
+    # every row carries the measured push, and it grows with |m|
+    push = sweeps[sweeps["method"] == "diff_of_means"].groupby("m")["push"].mean()
+    assert push[0.0] == 0 and 0 < push[0.25] < push[0.5] < push[1.0]

@@ -51,7 +51,9 @@ def test_answer_cue_is_added_once_and_auto_picks_by_answers_and_model(model):
     from workbench.chat_format import format_prompts, resolve_prompt_style, with_answer_cue
 
     cued = with_answer_cue(_persona())
-    assert cued[0].prompt == 'Would you say this?\n"Statement 0."\n\nAnswer:'
+    assert (
+        cued[0].prompt == 'Would you say this?\n"Statement 0."\n\nPlease answer Yes or No.\nAnswer:'
+    )
     assert with_answer_cue(cued)[0].prompt == cued[0].prompt  # idempotent
     assert [p.positive for p in cued] == [p.positive for p in _persona()]
     free = PairDataset([ContrastPair("f", "Review:", " Lovely food.", " Awful food.")])

@@ -1,3 +1,4 @@
+import pandas as pd
 import pytest
 
 from workbench import cli
@@ -86,3 +87,37 @@ def test_manifold_command_on_a_tiny_model(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "utility drop vs off-manifold norm" in out and "D̂(m) vs fitted D_u(m)" in out
     assert next(tmp_path.glob("manifold-*/validity.csv")).is_file()
+
+
+def test_compare_on_a_persona_concept_prints_balanced_accuracy_and_baselines(tmp_path, capsys):
+    code = cli.main(
+        [
+            "compare",
+            "--model",
+            "tiny-llama",
+            "--concepts",
+            "frugality",
+            "--forms",
+            "vector",
+            "--seeds",
+            "0",
+            "--epochs",
+            "1",
+            "--layer",
+            "1",
+            "--train-pairs",
+            "24",
+            "--test-pairs",
+            "8",
+            "--bootstrap",
+            "10",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "balanced accuracy" in out and "| constant Yes |" in out and "| unsteered |" in out
+    assert "validation pairs" in out  # the second table: each method at its validated m
+    summary = pd.read_csv(next(tmp_path.glob("compare-*/summary.csv")))
+    assert {"balanced_accuracy", "answer_mass", "push", "warning"} <= set(summary.columns)

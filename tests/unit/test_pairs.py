@@ -58,3 +58,23 @@ def test_content_hash_tracks_content():
     assert a.content_hash() == PairDataset([_pair(1), _pair(2)]).content_hash()
     assert a.content_hash() != PairDataset([_pair(2), _pair(1)]).content_hash()
     assert a.content_hash() != a.assign_splits(0.5).content_hash()
+
+
+def test_subsample_keeps_sizes_order_and_answer_balance():
+    from workbench.pairs import ContrastPair, PairDataset
+
+    pairs = PairDataset(
+        ContrastPair(
+            f"q{i:02d}",
+            f"Item {i}?",
+            *((" Yes", " No") if i % 3 == 0 else (" No", " Yes")),
+            split="test" if i % 4 == 3 else "train",
+        )
+        for i in range(40)
+    )
+    small = pairs.subsample(train=10, test=4, seed=1)
+    assert len(small.train) == 10 and len(small.test) == 4
+    assert [p.id for p in small] == [p.id for p in pairs if p.id in {q.id for q in small}]
+    assert sum(p.positive == " Yes" for p in small.train) == 5  # balanced, though 1 in 3 is Yes
+    assert [p.id for p in pairs.subsample(10, 4, seed=1)] == [p.id for p in small]
+    assert pairs.subsample() is not pairs and len(pairs.subsample()) == len(pairs)

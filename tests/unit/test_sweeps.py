@@ -155,3 +155,19 @@ def test_log_odds_match_an_independent_hf_computation(small_pairs):
         assert row["pref_odds"] == pytest.approx(l_n - l_p, abs=1e-4)
         mass = math.exp(-l_p) + math.exp(-l_n)
         assert row["util_odds"] == pytest.approx(math.log(mass / (1 - mass)), abs=1e-4)
+
+
+@pytest.mark.parametrize("positions", ["all", "answer", "prompt"])
+def test_one_token_answers_share_one_forward_and_equal_the_naive_loop(tiny_model, positions):
+    """Yes/No items take the single-forward path; it gives the two-sided numbers."""
+    from workbench.pairs import ContrastPair
+
+    pairs = [
+        ContrastPair(f"q{i}", text, *(("Y", "N") if i % 2 else ("N", "Y")), split="test")
+        for i, text in enumerate(["Is it so?", "Would you say that?", "Q"])
+    ]
+    intervention = _random(LoRAUpdate.for_model(tiny_model, 1, rank=2, positions=positions))
+    fast = run_sweep(tiny_model, pairs, intervention, GRID, progress=False)
+    slow = naive_sweep(tiny_model, pairs, intervention, GRID)
+    pd.testing.assert_frame_equal(fast[COLUMNS], slow[COLUMNS], atol=1e-4, rtol=0)
+    assert (fast["T_p"] == 1).all() and (fast["T_n"] == 1).all()
