@@ -80,15 +80,23 @@ def bias_warning(
     """A warning when a method's accuracy is explained by answer bias, else ``""``.
 
     Warns when the model gives one answer to at least ``collapse_share`` of the items, or when
-    accuracy rose by ``min_gain`` or more over the unsteered model while the lower end of the
-    balanced accuracy's interval does not rise above the unsteered balanced accuracy.
+    accuracy rose by ``min_gain`` or more over the unsteered model while balanced accuracy rose
+    by less than half as much (the rest of the gain is the answer token, not the concept).
+    ``balanced_low`` (the interval's lower end) is reported in the note when it does not clear
+    the unsteered balanced accuracy.
     """
     notes = []
     if top_share >= collapse_share:
         notes.append(f"answers {top_answer!r} to {top_share:.0%} of items")
-    if accuracy - unsteered_accuracy >= min_gain and not balanced_low > unsteered_balanced:
+    gain, balanced_gain = accuracy - unsteered_accuracy, balanced - unsteered_balanced
+    if gain >= min_gain and balanced_gain < gain / 2:
         notes.append(
             f"accuracy {unsteered_accuracy:.0%} -> {accuracy:.0%} but balanced accuracy "
             f"{unsteered_balanced:.0%} -> {balanced:.0%}: the gain is answer bias"
+        )
+    elif gain >= min_gain and not balanced_low > unsteered_balanced:
+        notes.append(
+            f"balanced accuracy {unsteered_balanced:.0%} -> {balanced:.0%}, but its interval "
+            f"reaches {balanced_low:.0%}: not distinguishable from the unsteered model"
         )
     return "; ".join(notes)

@@ -100,3 +100,14 @@ def answer_logprob_sums(model, normed: Tensor, batch, alternative: Tensor | None
         raise ValueError("alternative answers need one token id per row and one-token answers")
     other = logprobs.gather(-1, alternative[rows, None]).squeeze(-1)
     return torch.cat([total, torch.zeros_like(total).index_add(0, rows, other)])
+
+
+def one_token_ids(tokenizer, answers: list[str], others: list[str]) -> list[int] | None:
+    """Each ``others`` answer's token id, if every answer in both lists is exactly one token
+    (then one forward of ``prompt + answer`` also scores ``prompt + other``), else None."""
+    if not answers:
+        return None
+    encoded = tokenizer(list(answers) + list(others), add_special_tokens=False)["input_ids"]
+    if any(len(ids) != 1 for ids in encoded):
+        return None
+    return [int(ids[0]) for ids in encoded[len(answers) :]]

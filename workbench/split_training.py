@@ -39,6 +39,7 @@ from .encoding import encode_texts
 from .fast_forward import (
     answer_logprob_sums,
     final_normed_residual,
+    one_token_ids,
     residual_before,
     skipping_blocks_before,
 )
@@ -251,10 +252,12 @@ def example_losses(
     """
     device = next(model.parameters()).device
     n = len(examples)
+    single = one_token_ids(model.tokenizer, examples.preferred, examples.opposite)
+    sides = 1 if single is not None else 2  # one-token answers: one forward scores both
     batch = encode_texts(
         model.tokenizer,
-        examples.prompts * 2,
-        examples.preferred + examples.opposite,
+        examples.prompts * sides,
+        (examples.preferred + examples.opposite)[: sides * n],
         prepend_bos=model_provenance(model).prepend_bos,
         max_length=getattr(model.cfg, "n_ctx", None),
     ).to(device)
@@ -272,7 +275,7 @@ def example_losses(
     )
     if layer > 0:
         kwargs["start_at_layer"] = layer
-    ms = torch.tensor(examples.m * 2, device=device, dtype=torch.float32)
+    ms = torch.tensor(examples.m * sides, device=device, dtype=torch.float32)
     roles = TokenRoles.from_batch(batch)
     states: dict[str, Tensor] = {}
     out_hook = intervention.hook_names[1]
@@ -292,8 +295,12 @@ def example_losses(
         skipping_blocks_before(model, layer),
     ):
         normed = final_normed_residual(model, inputs, **kwargs)
-    logprob = answer_logprob_sums(model, normed, batch)
-    lengths = batch.answer_mask.sum(-1).to(logprob.dtype)
+    if single is not None:
+        alternative = torch.tensor(single, device=device)
+        logprob = answer_logprob_sums(model, normed, batch, alternative=alternative)
+    else:
+        logprob = answer_logprob_sums(model, normed, batch)
+    lengths = batch.answer_mask.sum(-1).to(logprob.dtype).repeat(3 - sides)
     loss = -logprob / lengths if length_normalise else -logprob
     excess = logprob.new_zeros(())
     if projection is not None:

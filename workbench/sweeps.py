@@ -40,6 +40,7 @@ from .encoding import encode_texts
 from .fast_forward import (
     answer_logprob_sums,
     final_normed_residual,
+    one_token_ids,
     residual_before,
     skipping_blocks_before,
 )
@@ -214,7 +215,9 @@ def _batch_losses(model, pairs, intervention, grid, max_rows, verify):
     Where both answers of every pair are one token, one forward of the prompt scores both
     (P(A_p|q) and P(A_n|q) are read at the same position): half the work, same numbers.
     """
-    single = _single_token_answers(model, pairs)
+    single = one_token_ids(
+        model.tokenizer, [p.positive for p in pairs], [p.negative for p in pairs]
+    )
     device = next(model.parameters()).device
     n = len(pairs)
     sides = 1 if single is not None else 2
@@ -284,18 +287,6 @@ def _batch_losses(model, pairs, intervention, grid, max_rows, verify):
         np.broadcast_to(lengths[n:], shape),
         (pushes.view(len(grid), sides, n).mean(1)).numpy(),
     )
-
-
-def _single_token_answers(model, pairs) -> list[int] | None:
-    """Each pair's negative-answer token id, if every pair's two answers are one token each."""
-    tokenizer = model.tokenizer
-    negative: list[int] = []
-    for pair in pairs:
-        ids = tokenizer([pair.positive, pair.negative], add_special_tokens=False)["input_ids"]
-        if len(ids[0]) != 1 or len(ids[1]) != 1:
-            return None
-        negative.append(int(ids[1][0]))
-    return negative
 
 
 def _rows(

@@ -233,3 +233,28 @@ def test_bad_settings_fail_before_training(tiny_llama, pairs):
         )
     with pytest.raises(ValueError, match="evaluation pairs"):
         train_intervention(tiny_llama, vector, pairs, [], progress=False)
+
+
+def test_one_token_answers_give_the_two_sided_losses_and_gradients(tiny_model, monkeypatch):
+    from workbench import split_training
+
+    pairs = [
+        ContrastPair(f"q{i}", text, *(("Y", "N") if i % 2 else ("N", "Y")), split="train")
+        for i, text in enumerate(["Is it so?", "Would you say that?", "Q"])
+    ]
+    examples = make_examples(pairs, [0.5, 1.0, 2.0, 1.0, 0.5, 2.0], subtract=True)
+    vector = SteeringVector.for_model(tiny_model, 1)
+    torch.nn.init.normal_(vector.bias, std=0.5)
+
+    def losses():
+        vector.zero_grad()
+        result = example_losses(tiny_model, vector, examples)
+        (result[0].sum() + 0.3 * result[1].sum()).backward()
+        return [t.detach().clone() for t in result[:4]], vector.bias.grad.clone()
+
+    shared, shared_grad = losses()
+    monkeypatch.setattr(split_training, "one_token_ids", lambda *args: None)
+    separate, separate_grad = losses()
+    for a, b in zip(shared, separate):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(shared_grad, separate_grad, atol=1e-5, rtol=1e-4)
