@@ -258,3 +258,43 @@ def test_one_token_answers_give_the_two_sided_losses_and_gradients(tiny_model, m
     for a, b in zip(shared, separate):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(shared_grad, separate_grad, atol=1e-5, rtol=1e-4)
+
+
+def test_paper_recipe_is_the_reference_settings():
+    vector, weight = TrainingConfig.paper("vector"), TrainingConfig.paper("local_weight")
+    assert vector.multipliers == tuple(float(m) for m in range(2, 21, 2))
+    assert weight.multipliers == pytest.approx(tuple(0.2 * k for k in range(1, 11)))
+    for config in (vector, weight):
+        assert (config.objective.lambda_n, config.objective.gamma, config.objective.theta) == (
+            0.5,
+            8.0,
+            0.3,
+        )
+        assert (config.batch_size, config.epochs, config.subtract) == (4, 2, True)
+        assert config.eval_multiplier == 1.0
+    assert (vector.learning_rate, weight.learning_rate) == (0.08, 0.01)
+    assert TrainingConfig.paper("lora", epochs=3).epochs == 3
+    with pytest.raises(ValueError, match="unknown form"):
+        TrainingConfig.paper("adapter")
+    with pytest.raises(ValueError, match="selection"):
+        TrainingConfig(selection="luck")
+
+
+def test_epoch_selection_defaults_to_balanced_accuracy_where_answers_repeat():
+    from workbench.split_training import _improves, _score, _selection
+
+    yes_no = [
+        ContrastPair(f"q{i}", "Q?", *((" Yes", " No") if i % 2 else (" No", " Yes")))
+        for i in range(6)
+    ]
+    free = [ContrastPair(f"f{i}", "Review:", f" good {i}", f" bad {i}") for i in range(6)]
+    assert _selection("auto", yes_no) == "balanced_accuracy"
+    assert _selection("auto", free) == "objective"
+    assert _selection("accuracy", yes_no) == "accuracy"
+    # the epoch with the better balanced accuracy wins over a better objective
+    worse_objective = _score({"eval_loss": 2.0, "balanced_accuracy": 0.6}, "balanced_accuracy")
+    better_objective = _score({"eval_loss": 1.0, "balanced_accuracy": 0.44}, "balanced_accuracy")
+    assert _improves(worse_objective, better_objective, 0.0)
+    assert not _improves(better_objective, worse_objective, 0.0)
+    tie = _score({"eval_loss": 0.5, "balanced_accuracy": 0.6}, "balanced_accuracy")
+    assert _improves(tie, worse_objective, 0.0)  # equal metric: the lower objective
