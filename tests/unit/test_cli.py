@@ -96,7 +96,7 @@ def test_compare_on_a_persona_concept_prints_balanced_accuracy_and_baselines(tmp
             "--model",
             "tiny-llama",
             "--concepts",
-            "frugality",
+            "optimism",
             "--forms",
             "vector",
             "--seeds",
