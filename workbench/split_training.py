@@ -61,7 +61,9 @@ SELECTIONS = ("auto", "objective", "accuracy", "balanced_accuracy")
 class TrainingConfig:
     """Hyper-parameters of one training run (defaults: the reference settings of DESIGN.md).
 
-    ``learning_rate`` None takes the form's default (vector 0.08, LoRA / local weight 0.02).
+    ``learning_rate`` None takes the form's default (vector 0.08, LoRA / local weight 0.02); for
+    an intervention in normalised units each matrix's rate is divided by its fan-in
+    (:func:`parameter_groups`).
     ``patience`` epochs without an evaluation improvement of more than ``min_delta`` stop
     training (0: never stop early). ``length_normalise`` trains on per-token losses L/T.
     ``off_manifold_penalty`` weighs :func:`off_manifold_excess` (needs a projection).
@@ -339,8 +341,7 @@ def train_intervention(
     steps_per_epoch = math.ceil(per_epoch / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     optimiser = torch.optim.AdamW(
-        parameters,
-        lr=config.learning_rate_for(intervention.form),
+        parameter_groups(intervention, config.learning_rate_for(intervention.form)),
         weight_decay=config.weight_decay,
     )
     warmup = round(config.warmup_fraction * total_steps)
@@ -385,7 +386,7 @@ def train_intervention(
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-                learning_rate = schedule.get_last_lr()[0]
+                learning_rate = max(schedule.get_last_lr())
                 optimiser.step()
                 schedule.step()
                 row = {
@@ -469,6 +470,21 @@ def _evaluate(model, intervention, pairs, config, projection, epoch) -> dict[str
         "mean_util_odds": float(np.nanmean(util)) if defined.any() else float("nan"),
         "util_undefined": int((~defined).sum()),
     }
+
+
+def parameter_groups(intervention: Intervention, learning_rate: float) -> list[dict[str, Any]]:
+    """AdamW groups: in normalised units (the intervention has measured scales), a matrix's
+    rate is divided by its fan-in, so one step moves Δh by about ``learning_rate`` × the typical
+    norm whatever the width (Adam moves every entry by ~lr; a d_in-wide row sums d_in of them).
+    Vectors, and every parameter in raw units, take ``learning_rate`` as it is."""
+    normalised = (intervention.scale, intervention.input_scale) != (1.0, 1.0)
+    groups = []
+    for parameter in intervention.parameters():
+        if not parameter.requires_grad:
+            continue
+        fan_in = parameter.shape[1] if normalised and parameter.ndim == 2 else 1
+        groups.append({"params": [parameter], "lr": learning_rate / fan_in})
+    return groups
 
 
 def _selection(selection: str, pairs: Sequence[ContrastPair]) -> str:

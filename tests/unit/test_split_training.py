@@ -298,3 +298,16 @@ def test_epoch_selection_defaults_to_balanced_accuracy_where_answers_repeat():
     assert not _improves(better_objective, worse_objective, 0.0)
     tie = _score({"eval_loss": 0.5, "balanced_accuracy": 0.6}, "balanced_accuracy")
     assert _improves(tie, worse_objective, 0.0)  # equal metric: the lower objective
+
+
+def test_matrix_rates_are_divided_by_fan_in_only_in_normalised_units(tiny_llama):
+    from workbench.sites import site_scales
+    from workbench.split_training import parameter_groups
+
+    raw = FORMS["local_weight"].for_model(tiny_llama, 1)
+    assert [g["lr"] for g in parameter_groups(raw, 0.02)] == [0.02, 0.02]
+    scaled = FORMS["lora"].for_model(
+        tiny_llama, 1, scales=site_scales(tiny_llama, "block", 1, n_texts=8), rank=4
+    )
+    rates = [g["lr"] for g in parameter_groups(scaled, 0.02)]
+    assert rates == pytest.approx([0.02 / tiny_llama.cfg.d_mlp, 0.02 / 4])
