@@ -1,15 +1,22 @@
 """Compare steering methods on one scale: DiffMean, random, SFT, SPLIT and SPLIT projected.
 
-For each concept and seed, every method is swept over the same multiplier grid on the held-out
-(test) pairs; trained methods fit on the training pairs less a validation share used for early
-stopping, so the test split is untouched by every choice. The summary reports, per concept ×
-form × method, with 95% bootstrap intervals over test pairs (seeds averaged per pair):
+For each concept and seed, every method is swept over the same multiplier grid, in units of
+the site's typical norm (DiffMean, the answer-balanced one, and random are unit directions, so
+at a given m they push equally), on the held-out (test) pairs. Every choice is made without
+the test split: the layer on validation pairs carved from train (:func:`layer_sweep`), the
+trained epoch on the validation pairs (balanced accuracy where answers repeat), and, with
+``select_m``, each method's strength on the same validation pairs (:func:`choose_multipliers`).
+The summary reports, per concept × form × method, with 95% bootstrap intervals over test pairs
+(seeds averaged per pair), after the ``unsteered`` row and the ``constant <answer>`` rows:
 
-- accuracy (share of pairs with P(A_p|q) > P(A_n|q)), mean PrefOdds and mean UtilOdds at the
-  trained multiplier;
-- the same means across the sweep's positive multipliers;
+- accuracy (share of pairs with P(A_p|q) > P(A_n|q)) and, where answers repeat, balanced
+  accuracy, per-answer accuracy, the answer given most and a warning when an accuracy gain is
+  answer bias (:mod:`workbench.answer_bias`);
+- mean PrefOdds and UtilOdds, the answer mass P(A_p|q) + P(A_n|q) and the measured push
+  ‖Δh‖ / ‖h‖ at the trained (or validated) multiplier, and the means across positive m;
 - the best mean PrefOdds over the grid's positive multipliers whose mean UtilOdds stays within
-  ``utility_margin`` nats of the unsteered mean UtilOdds, and the m that reaches it.
+  ``utility_margin`` nats of the unsteered mean UtilOdds, and the m that reaches it (this one
+  reads the whole test sweep: descriptive, not a held-out choice).
 
 :func:`split_vs_sft` sets SPLIT against SFT per concept × form (paired over pairs): the
 paper's claim is that SPLIT raises preference at equal or better utility.

@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -121,3 +122,20 @@ def test_compare_on_a_persona_concept_prints_balanced_accuracy_and_baselines(tmp
     assert "validation pairs" in out  # the second table: each method at its validated m
     summary = pd.read_csv(next(tmp_path.glob("compare-*/summary.csv")))
     assert {"balanced_accuracy", "answer_mass", "push", "warning"} <= set(summary.columns)
+
+
+def test_baseline_reports_the_unsteered_disposition_beside_constant_answers(capsys):
+    from workbench.concepts import load_concept
+    from workbench.models import load_model
+    from workbench.unsteered import unsteered_baselines
+
+    assert cli.main(["baseline", "--model", "tiny-llama", "--concepts", "optimism"]) == 0
+    out = capsys.readouterr().out
+    assert "| optimism | chat | 240 |" in out and "No: 50%, Yes: 50%" in out
+    table = unsteered_baselines(
+        load_model("tiny-llama"), {"sentiment": load_concept("sentiment")}, split="test"
+    )
+    row = table.iloc[0]
+    assert row["n_pairs"] == 24 and row["prompt_style"] == "plain"
+    assert np.isnan(row["balanced_accuracy"]) and 0 <= row["accuracy"] <= 1
+    assert cli.main(["baseline", "--model", "tiny-llama", "--split", "dev"]) == 2
