@@ -1,4 +1,4 @@
-"""Every control method as a dynamic weight update of one linear layer (DESIGN.md §1).
+"""Every control method as a dynamic weight update of one linear layer (the unified view).
 
 An intervention computes ``Δh = m·(ΔW h_in + Δb)`` from the input ``h_in`` of its layer and adds
 it to that layer's output, at the positions it is told to steer:

@@ -1,4 +1,4 @@
-"""The SPLIT training objective over polarity pairs (DESIGN.md §1, "SPLIT").
+"""The SPLIT training objective over polarity pairs (Xu et al., arXiv 2602.02343).
 
     L = λ_p·L_p + λ_n·L_n + γ·ReLU(θ − (L_n − L_p))
 

@@ -2,7 +2,7 @@
 
 For each held-out pair, P(A_p | q) and P(A_n | q) are scored teacher-forced; the accuracy is the
 share of pairs with P(A_p|q) > P(A_n|q) and the preference is the mean of
-log P(A_p|q) - log P(A_n|q) (the PrefOdds of DESIGN.md §1, summed over answer tokens).
+log P(A_p|q) - log P(A_n|q) (PrefOdds, summed over answer tokens; see workbench.log_odds).
 """
 
 from __future__ import annotations

@@ -399,7 +399,7 @@ def _report(model, pairs, concept, layer, hook, settings, tables, shift, tokens,
     report.add(
         "Preference and utility against m",
         "Held-out means with 95% bands and the fitted curves (piecewise rational-quadratic "
-        "decay, DESIGN.md §1). Shading: the fitted preference's linear regime (light) and "
+        "decay, continuous at m = 0). Shading: the fitted preference's linear regime (light) and "
         "convergence regime (darker), per form.",
         figures=[
             curves_figure(split_rows, title="SPLIT, each form"),

@@ -1,6 +1,6 @@
 """Activations of valid, unsteered text: what the manifold is estimated from.
 
-Three sources (DESIGN.md §1, issue "The valid-generation manifold"):
+Three sources:
 
 - ``neutral``: the team's neutral sentences (``data/neutral/sentences.txt``), every token;
 - ``answers``: the contrast pairs' answers, every answer token, both sides;
