@@ -1,4 +1,4 @@
-"""Validity-decay curve fits of preference and utility against the multiplier (DESIGN.md §1).
+"""Validity-decay curve fits of preference and utility against the multiplier.
 
     D(m) = [1 + (m - m+)^2 / L+]^(-p+)   for m >= 0
     D(m) = [1 + (m - m-)^2 / L-]^(-p-)   for m < 0

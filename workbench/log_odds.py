@@ -1,4 +1,4 @@
-"""Preference and utility on one log-odds scale (DESIGN.md §1).
+"""Preference and utility on one log-odds scale.
 
 For a query q with answers A_p (the concept) and A_n (its opposite), with teacher-forced losses
 ``L_p = -log P(A_p|q)`` and ``L_n = -log P(A_n|q)``:

@@ -1,4 +1,4 @@
-"""The valid-generation activation manifold, estimated (DESIGN.md §1, "The manifold").
+"""The valid-generation activation manifold, estimated.
 
 ``ActivationManifold`` fits, on activations of valid unsteered text at one hook:
 

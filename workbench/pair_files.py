@@ -1,6 +1,6 @@
 """Read and write contrast-pair files: the native JSONL format and the public formats.
 
-Formats (DESIGN.md §4), detected from the fields of the first record unless given:
+Formats, detected from the fields of the first record unless given:
 
 - ``native``: ``prompt``, ``positive``, ``negative``, ``concept``.
 - ``persona``: ``question``, ``answer_matching_behavior`` (positive),

@@ -1,7 +1,7 @@
 """Teacher-forced log-probabilities of answers given prompts, optionally under steering.
 
 ``answer_logprobs`` returns, per pair, the summed log P(answer tokens | prompt) and the answer
-length; the preference and utility log-odds (DESIGN.md §1) are built from these.
+length; the preference and utility log-odds are built from these.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ SELECTIONS = ("auto", "objective", "accuracy", "balanced_accuracy")
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Hyper-parameters of one training run (defaults: the reference settings of DESIGN.md).
+    """Hyper-parameters of one training run (defaults: the reference settings of the paper).
 
     ``learning_rate`` None takes the form's default (vector 0.08, LoRA / local weight 0.02); for
     an intervention in normalised units each matrix's rate is divided by its fan-in
