@@ -9,9 +9,9 @@ The cache is the model's own Hugging Face cache object, handed back to the bridg
 transformers 5.x renamed the keyword its decoder layers pass it to attention by, from
 ``past_key_values`` to ``cache``; TransformerLens' reimplemented attention reads only the old
 name, so without help the cache stays empty and every decode step attends to itself alone.
-:func:`_cache_keyword_alias` renames it back for the bridge's attention modules while generating,
-and each cached step checks that the cache really holds every token fed so far; if it does not
-(a bridge or transformers version this does not know), generation warns once and recomputes the
+:func:`~workbench.models.repair_cache_keyword` (applied by ``load_model``, and here to bridges
+built elsewhere) renames it back for the bridge's attention modules, and each cached step checks
+that the cache really holds every token fed so far; if it does not (a bridge or transformers version this does not know), generation warns once and recomputes the
 whole sequence on each remaining step instead, which is exact, only slower.
 
 >>> generate(model, ["I think the film was"], [(vector, 4.0)], max_new_tokens=20)
@@ -19,9 +19,8 @@ whole sequence on each remaining step instead, which is exact, only slower.
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -29,7 +28,7 @@ from torch import Tensor
 
 from .encoding import encode_texts
 from .interventions import Intervention, Multiplier, TokenRoles, steering
-from .models import model_provenance
+from .models import model_provenance, repair_cache_keyword
 
 
 def generate(
@@ -68,6 +67,8 @@ def generate_tokens(
         raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
     tokenizer = model.tokenizer
     device = next(model.parameters()).device
+    if use_cache:
+        repair_cache_keyword(model)
     batch = encode_texts(
         tokenizer,
         list(prompts),
@@ -86,7 +87,6 @@ def generate_tokens(
 
     with (
         steering(model, interventions, TokenRoles.from_batch(batch)) as state,
-        _cache_keyword_alias(model) if use_cache else contextlib.nullcontext(),
     ):
 
         def whole_sequence() -> tuple[Tensor, Tensor]:
@@ -145,37 +145,6 @@ def generate_tokens(
     if stop_at_eos and eos is not None:
         out = [row[: row.index(eos)] if eos in row else row for row in out]
     return out
-
-
-@contextlib.contextmanager
-def _cache_keyword_alias(model) -> Iterator[None]:
-    """While generating, hand the bridge's attention modules the cache by the name they read.
-
-    transformers >= 5.x (e.g. 5.24) decoder layers call attention with ``cache=...``; the
-    TransformerLens bridge's attention (``AttentionBridge._update_kv_cache``) looks for
-    ``past_key_values`` (or ``layer_past``) only. A forward pre-hook on each such module renames
-    the keyword back. Older transformers pass ``past_key_values`` already: the hook does nothing
-    then. Attention modules that delegate to the Hugging Face module pass the renamed keyword on,
-    which transformers maps to ``cache`` again.
-    """
-
-    def rename(module, args, kwargs):
-        if kwargs.get("cache") is not None and kwargs.get("past_key_values") is None:
-            kwargs = dict(kwargs)
-            kwargs["past_key_values"] = kwargs.pop("cache")
-            return args, kwargs
-        return None
-
-    handles = [
-        module.register_forward_pre_hook(rename, with_kwargs=True)
-        for module in model.modules()
-        if callable(getattr(module, "_update_kv_cache", None))
-    ]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def _cache_holds(past, n_tokens: int) -> bool:

@@ -20,6 +20,7 @@ from typing import Literal
 from urllib.parse import urlparse
 
 import torch
+from torch.utils.hooks import RemovableHandle
 from transformer_lens.model_bridge import TransformerBridge
 
 from .errors import ModelNotAvailableError
@@ -30,6 +31,7 @@ from .tiny_models import TINY_ARCHITECTURES, build_tiny_hf_model
 Numerics = Literal["raw", "compatibility"]
 NUMERICS_MODES: tuple[str, ...] = ("raw", "compatibility")
 PROVENANCE_ATTRIBUTE = "workbench_provenance"
+CACHE_REPAIR_ATTRIBUTE = "workbench_cache_keyword_handles"
 TINY_PREFIX = "tiny-"
 
 
@@ -92,6 +94,7 @@ def load_model(
         bridge.enable_compatibility_mode()
     bridge.eval()
     bridge.requires_grad_(False)
+    repair_cache_keyword(bridge)
     provenance = ModelProvenance(
         name=name,
         source=source,
@@ -103,6 +106,37 @@ def load_model(
     )
     object.__setattr__(bridge, PROVENANCE_ATTRIBUTE, provenance)
     return bridge
+
+
+def repair_cache_keyword(model: torch.nn.Module) -> list[RemovableHandle]:
+    """Make the bridge's attention read the key-value cache transformers 5.x hands it.
+
+    transformers 5.x decoder layers pass the cache to attention as ``cache=...``; the
+    TransformerLens bridge's attention (``AttentionBridge._update_kv_cache``) reads only
+    ``past_key_values``, so without this the cache stays empty and every cached decoding step
+    (``generate`` of the workbench and the bridge's own ``model.generate``) attends to its own
+    token alone and produces garbage. A forward pre-hook on each such module renames the keyword
+    back; it does nothing where the old name is passed already. Idempotent; returns the handles
+    (also kept on the model) so a test can remove them.
+    """
+    handles = getattr(model, CACHE_REPAIR_ATTRIBUTE, None)
+    if handles is not None:
+        return handles
+    handles = [
+        module.register_forward_pre_hook(_cache_as_past_key_values, with_kwargs=True)
+        for module in model.modules()
+        if callable(getattr(module, "_update_kv_cache", None))
+    ]
+    object.__setattr__(model, CACHE_REPAIR_ATTRIBUTE, handles)
+    return handles
+
+
+def _cache_as_past_key_values(module, args, kwargs):
+    if kwargs.get("cache") is not None and kwargs.get("past_key_values") is None:
+        kwargs = dict(kwargs)
+        kwargs["past_key_values"] = kwargs.pop("cache")
+        return args, kwargs
+    return None
 
 
 def model_provenance(model: TransformerBridge) -> ModelProvenance:

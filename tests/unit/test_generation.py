@@ -1,4 +1,3 @@
-import contextlib
 import warnings
 
 import pytest
@@ -7,6 +6,7 @@ import torch
 from workbench import generation
 from workbench.generation import generate, generate_tokens
 from workbench.interventions import SteeringVector
+from workbench.models import load_model, repair_cache_keyword
 
 PROMPTS = ["Hello", "The weather today is", "Q: what?"]
 
@@ -29,13 +29,24 @@ def test_unsteered_cache_and_no_cache_agree_and_the_cache_is_really_used(tiny_mo
     assert cached == singles
 
 
-def test_a_cache_the_bridge_leaves_empty_falls_back_to_recomputation(tiny_llama, monkeypatch):
-    # Without the keyword alias the bridge's attention never fills the transformers 5.x cache.
-    monkeypatch.setattr(generation, "_cache_keyword_alias", lambda model: contextlib.nullcontext())
+def test_a_cache_the_bridge_leaves_empty_falls_back_to_recomputation(monkeypatch):
+    # Without the keyword repair the bridge's attention never fills the transformers 5.x cache.
+    model = load_model("tiny-llama", device="cpu")
+    for handle in repair_cache_keyword(model):
+        handle.remove()
+    monkeypatch.setattr(generation, "repair_cache_keyword", lambda model: [])
     kwargs = dict(max_new_tokens=6, stop_at_eos=False)
     with pytest.warns(RuntimeWarning, match="without the cache"):
-        cached = generate_tokens(tiny_llama, PROMPTS, **kwargs)
-    assert cached == generate_tokens(tiny_llama, PROMPTS, use_cache=False, **kwargs)
+        cached = generate_tokens(model, PROMPTS, **kwargs)
+    assert cached == generate_tokens(model, PROMPTS, use_cache=False, **kwargs)
+
+
+def test_the_bridges_own_generate_uses_the_cache_correctly(tiny_model):
+    # load_model repairs the cache keyword, so TransformerLens' generate is right as well.
+    ids = torch.tensor([tiny_model.tokenizer("I think the film was")["input_ids"]])
+    kwargs = dict(max_new_tokens=8, do_sample=False, verbose=False)
+    cached = tiny_model.generate(ids, use_past_kv_cache=True, **kwargs)
+    assert torch.equal(cached, tiny_model.generate(ids, use_past_kv_cache=False, **kwargs))
 
 
 @pytest.mark.parametrize("positions", ["prompt", "answer", "all"])
