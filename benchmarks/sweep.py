@@ -16,9 +16,9 @@ import time
 import torch
 
 from workbench import load_concept, load_model
-from workbench.directions import extract_direction
-from workbench.interventions import SteeringVector
-from workbench.sweeps import naive_sweep, run_sweep
+from workbench.directions.extract import extract_direction
+from workbench.measure.sweeps import naive_sweep, run_sweep
+from workbench.steering.forms import SteeringVector
 
 GRID = (-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0)
 COLUMNS = ["L_p", "L_n", "pref_odds", "util_odds"]

@@ -21,7 +21,9 @@ def setup(imports: str = "") -> str:
 
 SETUP = """import os
 {imports}
-from workbench import load_concept, load_model, model_provenance
+from workbench import load_concept
+from workbench import load_model
+from workbench import model_provenance
 
 SMALL = os.environ.get("WORKBENCH_SMALL") == "1"
 model = load_model("tiny-llama" if SMALL else "gemma-3-270m")
@@ -35,7 +37,7 @@ NOTEBOOK_02 = [
 
 Every method is scored on one scale: for each held-out pair, the preference log-odds
 `PrefOdds = L_n − L_p` and the utility log-odds `UtilOdds = log[(P_p + P_n) / (1 − P_p − P_n)]`,
-swept over the multiplier m (DESIGN.md §1). The fitted curves separate the linear,
+swept over the multiplier m (docs/method.md, docs/measures.md). The fitted curves separate the linear,
 transitional and convergence regimes of preference, and the utility decay around m = 0.
 
 `WORKBENCH_SMALL=1` runs the cells on a tiny random model (numbers meaningless).""",
@@ -43,7 +45,7 @@ transitional and convergence regimes of preference, and the utility decay around
     ("code", setup("\nimport pandas as pd\n")),
     (
         "code",
-        """from workbench.curves_report import concept_curves, format_r2_table
+        """from workbench.pipelines.curves import concept_curves, format_r2_table
 
 grid = (-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0) if SMALL else None
 kwargs = {"multipliers": grid} if grid else {}
@@ -54,7 +56,7 @@ sweep.head()""",
     ("markdown", "## Curves with 95% bands, fitted curves and regimes"),
     (
         "code",
-        """from workbench.figures import curves_figure
+        """from workbench.report.figures import curves_figure
 
 curves_figure(sweep, split="test", by=("form", "method"), title="DiffMean vector, sentiment")""",
     ),
@@ -68,11 +70,11 @@ utility?""",
     ),
     (
         "code",
-        """from workbench.activations import capture_activations
-from workbench.directions import direction_from_activations
-from workbench.figures import layer_heatmaps
-from workbench.interventions import SteeringVector
-from workbench.sweeps import SweepLabels, run_sweep
+        """from workbench.directions.capture import capture_activations
+from workbench.directions.extract import direction_from_activations
+from workbench.report.figures import layer_heatmaps
+from workbench.steering.forms import SteeringVector
+from workbench.measure.sweeps import SweepLabels, run_sweep
 
 pairs = load_concept("sentiment")
 layers = [0, 1] if SMALL else [3, 7, 11, 15]
@@ -103,11 +105,11 @@ downstream.""",
     ("code", setup("\nfrom IPython.display import display\n")),
     (
         "code",
-        """from workbench.activations import capture_activations
-from workbench.directions import direction_from_activations
-from workbench.interventions import SteeringVector
-from workbench.manifold import ActivationManifold
-from workbench.valid_activations import collect_valid_activations
+        """from workbench.directions.capture import capture_activations
+from workbench.directions.extract import direction_from_activations
+from workbench.steering.forms import SteeringVector
+from workbench.manifold.estimator import ActivationManifold
+from workbench.manifold.valid import collect_valid_activations
 
 pairs = load_concept("sentiment")
 hook = f"blocks.{LAYER}.mlp.out.hook_out"
@@ -126,8 +128,8 @@ manifolds = {h: ActivationManifold(n_components=0.9).fit(valid.fitting(h),
     ("markdown", "## Displacement against m"),
     (
         "code",
-        """from workbench.displacement import displacement_table, measured_validity
-from workbench.figures import displacement_figure
+        """from workbench.manifold.displacement import displacement_table, measured_validity
+from workbench.report.figures import displacement_figure
 
 multipliers = (-4.0, 0.0, 2.0, 4.0, 8.0) if SMALL else (-8.0, -4.0, 0.0, 2.0, 4.0, 8.0, 16.0)
 table = displacement_table(model, pairs.test[:4], vector, multipliers, manifolds,
@@ -146,8 +148,8 @@ the concept direction. Hover a point for its text and token.""",
     ),
     (
         "code",
-        """from workbench.activation_shift import activation_shift
-from workbench.figures import activation_shift_figure
+        """from workbench.manifold.embedding import activation_shift
+from workbench.report.figures import activation_shift_figure
 
 shift = activation_shift(model, manifolds[hook], vector, pairs.test[:4], (0.0, 4.0, 8.0, 16.0),
                          valid.fitting(hook), concept_direction=direction.vector)
@@ -169,9 +171,9 @@ closing table of the project comes from `workbench compare`.""",
     ("code", setup("\nfrom IPython.display import HTML, display\n")),
     (
         "code",
-        """from workbench.figures import training_figure
-from workbench.interventions import SteeringVector
-from workbench.split_training import TrainingConfig, train_intervention, validation_split
+        """from workbench.report.figures import training_figure
+from workbench.steering.forms import SteeringVector
+from workbench.training.trainer import TrainingConfig, train_intervention, validation_split
 
 pairs = load_concept("sentiment")
 fit, validation = validation_split(pairs.train[:24 if SMALL else 48], seed=0)
@@ -184,8 +186,8 @@ training_figure(result.steps, result.epochs, title="SPLIT, steering vector")""",
     ("markdown", "## The comparison"),
     (
         "code",
-        """from workbench.figures import frontier_figure
-from workbench.method_comparison import (
+        """from workbench.report.figures import frontier_figure
+from workbench.training.comparison import (
     ComparisonConfig,
     format_comparison,
     run_comparison,
@@ -238,10 +240,10 @@ generation. The MLP grid goes much further than the residual one.""",
     ),
     (
         "code",
-        """from workbench.activations import capture_activations
-from workbench.directions import direction_from_activations
-from workbench.interventions import SteeringVector
-from workbench.text_diagnostics import generation_diagnostics
+        """from workbench.directions.capture import capture_activations
+from workbench.directions.extract import direction_from_activations
+from workbench.steering.forms import SteeringVector
+from workbench.measure.text import generation_diagnostics
 
 pairs = load_concept("sentiment")
 prompts = pairs.test[: 3 if SMALL else 8]
@@ -286,9 +288,9 @@ uncapped one grows linearly in m. (Llama-style blocks, like the tiny model, have
         "code",
         """import plotly.express as px
 
-from workbench.displacement import displacement_table, downstream_hooks
-from workbench.manifold import ActivationManifold
-from workbench.valid_activations import collect_valid_activations
+from workbench.manifold.displacement import displacement_table, downstream_hooks
+from workbench.manifold.estimator import ActivationManifold
+from workbench.manifold.valid import collect_valid_activations
 
 hooks = downstream_hooks(model, LAYER)
 valid = collect_valid_activations(model, hooks, pairs.train, sources=("neutral", "answers"))
@@ -349,8 +351,8 @@ the **last** block (red +, blue −): where the concept takes over, and from whi
     ),
     (
         "code",
-        """from workbench.activation_shift import token_projections
-from workbench.figures import token_projection_html
+        """from workbench.manifold.embedding import token_projections
+from workbench.report.figures import token_projection_html
 
 resid_vector, resid_grid = steers["resid"]
 prompt = prompts[0].prompt
@@ -375,7 +377,7 @@ equal norm. Only a delay at equal push norm supports the off-manifold explanatio
     ),
     (
         "code",
-        """from workbench.projected_steer import ManifoldProjection, ProjectedIntervention
+        """from workbench.steering.projected import ManifoldProjection, ProjectedIntervention
 
 projection = ManifoldProjection.from_manifold(manifolds[resid_hook])
 projected = ProjectedIntervention(resid_vector, projection, strength=1.0)

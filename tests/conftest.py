@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from workbench.models import load_model
-from workbench.pairs import ContrastPair, PairDataset
+from workbench.data.pairs import ContrastPair, PairDataset
+from workbench.models.loading import load_model
 
 TINY_MODELS = ("tiny-llama", "tiny-gemma3")
 

@@ -13,6 +13,8 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from workbench.errors import ConfigError, MissingFileError
+
 
 def save_artefact(path: str | Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> Path:
     """Write ``tensors`` and ``meta``; returns the path without suffix."""
@@ -29,9 +31,9 @@ def load_artefact(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     path = Path(path).with_suffix("")
     for suffix in (".safetensors", ".json"):
         if not path.with_suffix(suffix).is_file():
-            raise FileNotFoundError(f"no artefact file {path.with_suffix(suffix)}")
+            raise MissingFileError(f"no artefact file {path.with_suffix(suffix)}")
     try:
         meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path.with_suffix('.json')}: invalid JSON ({error.msg})") from None
+        raise ConfigError(f"{path.with_suffix('.json')}: invalid JSON ({error.msg})") from None
     return load_file(str(path.with_suffix(".safetensors"))), meta

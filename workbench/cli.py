@@ -15,8 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from .concepts import DEFAULT_CONCEPT, shipped_concepts
-from .packaged_models import DEFAULT_MODEL
+from workbench.data.concepts import DEFAULT_CONCEPT, shipped_concepts
+from workbench.errors import ConfigError, WorkbenchError
+from workbench.models.packaged import DEFAULT_MODEL
 
 
 class ComparisonDefaults:
@@ -104,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "models":
-        from .models import available_models
+        from workbench.models.loading import available_models
 
         print("\n".join(available_models()))
         return 0
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             "baseline": _baseline,
         }
         return commands[args.command](args)
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as error:
+    except WorkbenchError as error:  # input the workbench refuses; anything else is a bug
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"workbench {args.command}: error: {message}", file=sys.stderr)
         return 2
@@ -125,19 +126,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_layer(args: argparse.Namespace, model) -> None:
     if args.layer is not None and not 0 <= args.layer < model.cfg.n_layers:
-        raise ValueError(
+        raise ConfigError(
             f"--layer {args.layer} is out of range: {args.model} has blocks "
             f"0..{model.cfg.n_layers - 1}"
         )
 
 
 def _baseline(args: argparse.Namespace) -> int:
-    from .concepts import load_concept
-    from .models import load_model
-    from .unsteered import format_baselines, unsteered_baselines
+    from workbench.data.concepts import load_concept
+    from workbench.measure.unsteered import format_baselines, unsteered_baselines
+    from workbench.models.loading import load_model
 
     if args.split not in ("train", "test", "all"):
-        raise ValueError(f"--split must be train, test or all, got {args.split!r}")
+        raise ConfigError(f"--split must be train, test or all, got {args.split!r}")
     datasets = {c: load_concept(c) for c in args.concepts}  # fail before the model loads
     model = load_model(args.model)
     table = unsteered_baselines(model, datasets, args.prompt_style, args.split)
@@ -146,10 +147,10 @@ def _baseline(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
-    from .concepts import load_concept
-    from .method_comparison import format_comparison
-    from .models import load_model
-    from .study import StudySettings, run_study
+    from workbench.data.concepts import load_concept
+    from workbench.models.loading import load_model
+    from workbench.pipelines.study import StudySettings, run_study
+    from workbench.training.comparison import format_comparison
 
     settings = StudySettings(  # validates forms, site and sizes before anything loads
         layer=args.layer,
@@ -185,9 +186,9 @@ def _study(args: argparse.Namespace) -> int:
 def _curves(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .concepts import load_concept
-    from .curves_report import concept_curves, format_r2_table
-    from .models import load_model, model_provenance
+    from workbench.data.concepts import load_concept
+    from workbench.models.loading import load_model, model_provenance
+    from workbench.pipelines.curves import concept_curves, format_r2_table
 
     for concept in args.concepts:
         load_concept(concept)  # fail on a bad name before the model loads
@@ -225,23 +226,27 @@ def _curves(args: argparse.Namespace) -> int:
 def _manifold(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .concepts import load_concept
-    from .curves_report import DEFAULT_CURVE_GRID, concept_curves
-    from .directions import extract_direction
-    from .displacement import displacement_table, downstream_hooks, measured_validity
-    from .fits import FlatCurveError, fit_sweep_curve
-    from .interventions import SteeringVector
-    from .manifold import ActivationManifold
-    from .manifold_report import (
+    from workbench.data.concepts import load_concept
+    from workbench.directions.extract import extract_direction
+    from workbench.manifold.claim import (
         correlation_with_interval,
         utility_drop_table,
         validity_against_fit,
     )
-    from .models import load_model
-    from .valid_activations import collect_valid_activations
+    from workbench.manifold.displacement import (
+        displacement_table,
+        downstream_hooks,
+        measured_validity,
+    )
+    from workbench.manifold.estimator import ActivationManifold
+    from workbench.manifold.valid import collect_valid_activations
+    from workbench.measure.fits import FlatCurveError, fit_sweep_curve
+    from workbench.models.loading import load_model
+    from workbench.pipelines.curves import DEFAULT_CURVE_GRID, concept_curves
+    from workbench.steering.forms import SteeringVector
 
     if args.split not in ("train", "test", "all"):
-        raise ValueError(f"--split must be train, test or all, got {args.split!r}")
+        raise ConfigError(f"--split must be train, test or all, got {args.split!r}")
     components = int(args.components) if args.components >= 1 else args.components
     datasets = {c: load_concept(c) for c in args.concepts}
     model = load_model(args.model)
@@ -324,8 +329,9 @@ def _manifold(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .concepts import load_concept
-    from .method_comparison import (
+    from workbench.data.concepts import load_concept
+    from workbench.models.loading import load_model, model_provenance
+    from workbench.training.comparison import (
         ComparisonConfig,
         choose_multipliers,
         format_comparison,
@@ -333,8 +339,7 @@ def _compare(args: argparse.Namespace) -> int:
         split_vs_sft,
         summarise,
     )
-    from .models import load_model, model_provenance
-    from .split_training import TrainingConfig
+    from workbench.training.trainer import TrainingConfig
 
     config = ComparisonConfig(  # validates forms, grid and margin before the model loads
         concepts=tuple(args.concepts),

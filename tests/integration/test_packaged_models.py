@@ -10,10 +10,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from workbench.encoding import encode_pairs
-from workbench.models import load_model, model_provenance
-from workbench.packaged_models import PACKAGED_MODELS, cached_model_dir, read_marker
-from workbench.pairs import ContrastPair
+from workbench.data.encoding import encode_pairs
+from workbench.data.pairs import ContrastPair
+from workbench.models.loading import load_model, model_provenance
+from workbench.models.packaged import PACKAGED_MODELS, cached_model_dir, read_marker
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +61,7 @@ def test_greedy_generation_is_fluent_english(packaged):
     name, bridge = packaged
     prompt = "The capital of France is"
     if name == "smollm2-135m-instruct":
-        from workbench.chat_format import chat_prompt
+        from workbench.data.chat import chat_prompt
 
         prompt = chat_prompt(bridge, "What is the capital of France?")
         assert prompt.startswith("<|im_start|>system")

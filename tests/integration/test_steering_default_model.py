@@ -3,10 +3,10 @@
 import pytest
 
 from workbench import load_concept, load_model
-from workbench.directions import direction_from_activations
-from workbench.interventions import SteeringVector
-from workbench.layer_sweep import layer_sweep
-from workbench.steering_check import preference_summary
+from workbench.directions.extract import direction_from_activations
+from workbench.directions.layer_sweep import layer_sweep
+from workbench.measure.preference import preference_summary
+from workbench.steering.forms import SteeringVector
 
 pytestmark = pytest.mark.integration
 

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from workbench.activations import ActivationSet, capture_activations
-from workbench.encoding import encode_pairs
+from workbench.data.encoding import encode_pairs
+from workbench.directions.capture import ActivationSet, capture_activations
 from workbench.errors import HookNameError
-from workbench.models import model_provenance
+from workbench.models.loading import model_provenance
 
 HOOKS = ["blocks.1.hook_resid_post", "blocks.2.mlp.out.hook_in", "blocks.0.mlp.out.hook_out"]
 RULES = ["last_prompt", "answer_mean", "answer_tokens"]

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench import answer_bias
-from workbench.method_comparison import format_comparison, summarise
+from workbench.measure import answer_bias
+from workbench.training.comparison import format_comparison, summarise
 
 POSITIVE = [" Yes", " No", " No", " Yes", " Yes", " No", " Yes", " Yes"]  # 5 Yes / 3 No
 NEGATIVE = [" No" if a == " Yes" else " Yes" for a in POSITIVE]

@@ -1,8 +1,8 @@
 import pytest
 
-from workbench.chat_format import chat_prompt, with_chat_template
-from workbench.models import load_model
-from workbench.pairs import ContrastPair, PairDataset
+from workbench.data.chat import chat_prompt, with_chat_template
+from workbench.data.pairs import ContrastPair, PairDataset
+from workbench.models.loading import load_model
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def _persona() -> PairDataset:
 
 
 def test_answer_cue_is_added_once_and_auto_picks_by_answers_and_model(model):
-    from workbench.chat_format import format_prompts, resolve_prompt_style, with_answer_cue
+    from workbench.data.chat import format_prompts, resolve_prompt_style, with_answer_cue
 
     cued = with_answer_cue(_persona())
     assert (

@@ -6,7 +6,9 @@ from workbench import cli
 
 
 def test_unknown_concept_fails_before_loading_a_model(monkeypatch, capsys):
-    monkeypatch.setattr("workbench.models.load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(
+        "workbench.models.loading.load_model", lambda *a, **k: pytest.fail("model loaded")
+    )
     assert cli.main(["study", "--concept", "no-such-concept"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("workbench study: error: unknown concept") and "\n" not in err
@@ -125,9 +127,9 @@ def test_compare_on_a_persona_concept_prints_balanced_accuracy_and_baselines(tmp
 
 
 def test_baseline_reports_the_unsteered_disposition_beside_constant_answers(capsys):
-    from workbench.concepts import load_concept
-    from workbench.models import load_model
-    from workbench.unsteered import unsteered_baselines
+    from workbench.data.concepts import load_concept
+    from workbench.measure.unsteered import unsteered_baselines
+    from workbench.models.loading import load_model
 
     assert cli.main(["baseline", "--model", "tiny-llama", "--concepts", "optimism"]) == 0
     out = capsys.readouterr().out

@@ -4,8 +4,9 @@ import pandas as pd
 import pytest
 import torch
 
-from workbench.activations import ActivationSet, capture_activations
-from workbench.directions import (
+from workbench.data.pairs import ContrastPair, PairDataset
+from workbench.directions.capture import ActivationSet, capture_activations
+from workbench.directions.extract import (
     EXTRACTORS,
     ConceptDirection,
     diff_of_means,
@@ -15,10 +16,9 @@ from workbench.directions import (
     pca_of_differences,
     random_direction,
 )
+from workbench.directions.layer_sweep import layer_sweep, recommend_layer
 from workbench.errors import HookNameError
-from workbench.layer_sweep import layer_sweep, recommend_layer
-from workbench.models import load_model
-from workbench.pairs import ContrastPair, PairDataset
+from workbench.models.loading import load_model
 from workbench.provenance import ModelProvenance, Provenance
 
 HOOK = "blocks.0.hook_resid_post"
@@ -171,7 +171,7 @@ def test_layer_sweep_table_and_recommendation():
 
 def test_layer_sweep_never_reads_test_pairs(monkeypatch):
     """Test pairs may be anything at all: the sweep's table does not change."""
-    from workbench import layer_sweep as module
+    from workbench.directions import layer_sweep as module
 
     seen: list[str] = []
     capture = module.capture_activations

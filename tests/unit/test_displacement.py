@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.displacement import displacement_table, downstream_hooks, measured_validity
-from workbench.interventions import SteeringVector
-from workbench.manifold import ActivationManifold
-from workbench.sweeps import run_sweep
-from workbench.valid_activations import collect_valid_activations, token_activations
+from workbench.manifold.displacement import displacement_table, downstream_hooks, measured_validity
+from workbench.manifold.estimator import ActivationManifold
+from workbench.manifold.valid import collect_valid_activations, token_activations
+from workbench.measure.sweeps import run_sweep
+from workbench.steering.forms import SteeringVector
 
 LAYER = 1
 
@@ -25,14 +25,14 @@ def fitted(tiny_llama_module, pairs_module):
 
 @pytest.fixture(scope="module")
 def tiny_llama_module():
-    from workbench.models import load_model
+    from workbench.models.loading import load_model
 
     return load_model("tiny-llama")
 
 
 @pytest.fixture(scope="module")
 def pairs_module():
-    from workbench.concepts import load_concept
+    from workbench.data.concepts import load_concept
 
     return load_concept("sentiment")[:6]
 

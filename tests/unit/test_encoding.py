@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from workbench.encoding import encode_pairs
+from workbench.data.encoding import encode_pairs
+from workbench.data.pairs import ContrastPair
 from workbench.errors import DataFormatError
-from workbench.pairs import ContrastPair
-from workbench.tiny_models import byte_tokenizer
+from workbench.models.tiny import byte_tokenizer
 
 
 @pytest.mark.parametrize("padding_side", ["left", "right"])
@@ -53,7 +53,7 @@ def test_bad_arguments():
 
 def test_shape_annotations_are_checked_under_test():
     """jaxtyping checks the EncodedBatch shapes (pytest runs with --jaxtyping-packages)."""
-    from workbench.encoding import EncodedBatch
+    from workbench.data.encoding import EncodedBatch
 
     ok = torch.zeros(2, 3, dtype=torch.long)
     with pytest.raises(TypeError, match="attention_mask"):

@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from workbench.activation_shift import activation_shift, steered_answer_states
-from workbench.figures import (
+from workbench.manifold.embedding import activation_shift, steered_answer_states
+from workbench.manifold.estimator import ActivationManifold
+from workbench.report.figures import (
     curves_figure,
     displacement_figure,
     frontier_figure,
@@ -14,8 +15,7 @@ from workbench.figures import (
     token_projection_html,
     training_figure,
 )
-from workbench.interventions import SteeringVector
-from workbench.manifold import ActivationManifold
+from workbench.steering.forms import SteeringVector
 
 
 def _sweep(seed=0) -> pd.DataFrame:

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.fits import (
+from workbench.measure.fits import (
     FlatCurveError,
     breakdown_multiplier,
     check_curve_moves,

@@ -3,10 +3,10 @@ import warnings
 import pytest
 import torch
 
-from workbench import generation
-from workbench.generation import generate, generate_tokens
-from workbench.interventions import SteeringVector
-from workbench.models import load_model, repair_cache_keyword
+from workbench.models.loading import load_model, repair_cache_keyword
+from workbench.steering import generation
+from workbench.steering.forms import SteeringVector
+from workbench.steering.generation import generate, generate_tokens
 
 PROMPTS = ["Hello", "The weather today is", "Q: what?"]
 

@@ -4,8 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from workbench.encoding import encode_pairs
-from workbench.interventions import (
+from workbench.data.encoding import encode_pairs
+from workbench.hooks.scoped import count_forward_hooks
+from workbench.hooks.sites import site_scales
+from workbench.models.loading import load_model
+from workbench.models.tiny import build_tiny_hf_model
+from workbench.steering.forms import (
     LocalWeightUpdate,
     LoRAUpdate,
     SteeringVector,
@@ -13,10 +17,6 @@ from workbench.interventions import (
     load_intervention,
     steering,
 )
-from workbench.models import load_model
-from workbench.scoped_hooks import count_forward_hooks
-from workbench.sites import site_scales
-from workbench.tiny_models import build_tiny_hf_model
 
 ARCHS = ["llama", "gemma3"]
 LAYER = 1

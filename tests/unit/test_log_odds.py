@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from workbench.log_odds import preference_utility
+from workbench.measure.log_odds import preference_utility
 
 
 def test_matches_the_formula_on_hand_made_numbers():

@@ -5,7 +5,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
-from workbench.manifold import DENSITIES, ActivationManifold, KNNDensity
+from workbench.manifold.estimator import DENSITIES, ActivationManifold, KNNDensity
 
 D, K = 40, 3
 

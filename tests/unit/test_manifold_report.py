@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.manifold_report import correlation_with_interval, utility_drop_table
+from workbench.manifold.claim import correlation_with_interval, utility_drop_table
 
 
 def _tables(coupled: bool, seed=0):

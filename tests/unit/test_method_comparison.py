@@ -4,14 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.method_comparison import (
+from workbench.training.comparison import (
     ComparisonConfig,
     format_comparison,
     run_comparison,
     split_vs_sft,
     summarise,
 )
-from workbench.split_training import TrainingConfig
+from workbench.training.trainer import TrainingConfig
 
 
 def _sweeps() -> pd.DataFrame:

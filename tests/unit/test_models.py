@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from workbench.errors import ModelNotAvailableError
-from workbench.models import available_models, load_model, model_provenance
-from workbench.tiny_models import build_tiny_hf_model
+from workbench.models.loading import available_models, load_model, model_provenance
+from workbench.models.tiny import build_tiny_hf_model
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma3"])

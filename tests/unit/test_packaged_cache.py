@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from workbench import packaged_models
-from workbench.packaged_models import MARKER_FILE, cached_model_dir, ensure_converted, read_marker
+from workbench.models import packaged as packaged_models
+from workbench.models.packaged import MARKER_FILE, cached_model_dir, ensure_converted, read_marker
 
 
 @pytest.fixture

@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from workbench.concepts import load_concept, shipped_concepts
+from workbench.data.concepts import load_concept, shipped_concepts
+from workbench.data.formats import read_pairs, write_pairs_jsonl
+from workbench.data.pairs import ContrastPair, PairDataset
 from workbench.errors import DataFormatError
-from workbench.pair_files import read_pairs, write_pairs_jsonl
-from workbench.pairs import ContrastPair, PairDataset
 
 
 def _write_lines(path, records):

@@ -1,7 +1,7 @@
 import pytest
 
+from workbench.data.pairs import ContrastPair, PairDataset
 from workbench.errors import DataFormatError
-from workbench.pairs import ContrastPair, PairDataset
 
 
 def _pair(i: int, split=None) -> ContrastPair:
@@ -61,7 +61,7 @@ def test_content_hash_tracks_content():
 
 
 def test_subsample_keeps_sizes_order_and_answer_balance():
-    from workbench.pairs import ContrastPair, PairDataset
+    from workbench.data.pairs import ContrastPair, PairDataset
 
     pairs = PairDataset(
         ContrastPair(

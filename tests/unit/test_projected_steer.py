@@ -4,16 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.activations import run_batch_with_cache
-from workbench.encoding import encode_pairs
-from workbench.interventions import FORMS, TokenRoles, load_intervention
-from workbench.manifold import ActivationManifold
-from workbench.projected_steer import (
+from workbench.data.encoding import encode_pairs
+from workbench.directions.capture import run_batch_with_cache
+from workbench.manifold.estimator import ActivationManifold
+from workbench.steering.forms import FORMS, TokenRoles, load_intervention
+from workbench.steering.projected import (
     ManifoldProjection,
     ProjectedIntervention,
     off_manifold_excess,
 )
-from workbench.split_training import TrainingConfig, train_intervention
+from workbench.training.trainer import TrainingConfig, train_intervention
 
 LAYER = 1
 

@@ -1,9 +1,9 @@
 import torch
 
-from workbench.interventions import SteeringVector
-from workbench.models import load_model
-from workbench.scoring import answer_logprobs
-from workbench.tiny_models import build_tiny_hf_model
+from workbench.measure.scoring import answer_logprobs
+from workbench.models.loading import load_model
+from workbench.models.tiny import build_tiny_hf_model
+from workbench.steering.forms import SteeringVector
 
 
 def test_answer_logprobs_match_the_hf_model_one_pair_at_a_time(small_pairs):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from workbench.split_objective import SplitObjective
+from workbench.training.objective import SplitObjective
 
 
 def test_loss_equals_the_formula_on_hand_numbers():

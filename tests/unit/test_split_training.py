@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workbench.encoding import encode_pairs
-from workbench.interventions import FORMS, SteeringVector, TokenRoles, load_intervention
-from workbench.models import model_provenance
-from workbench.pairs import ContrastPair, PairDataset
-from workbench.split_objective import SplitObjective
-from workbench.split_training import (
+from workbench.data.encoding import encode_pairs
+from workbench.data.pairs import ContrastPair, PairDataset
+from workbench.models.loading import model_provenance
+from workbench.steering.forms import FORMS, SteeringVector, TokenRoles, load_intervention
+from workbench.training.objective import SplitObjective
+from workbench.training.trainer import (
     TrainingConfig,
     _evaluate,
     example_losses,
@@ -236,7 +236,7 @@ def test_bad_settings_fail_before_training(tiny_llama, pairs):
 
 
 def test_one_token_answers_give_the_two_sided_losses_and_gradients(tiny_model, monkeypatch):
-    from workbench import split_training
+    from workbench.training import trainer as split_training
 
     pairs = [
         ContrastPair(f"q{i}", text, *(("Y", "N") if i % 2 else ("N", "Y")), split="train")
@@ -281,7 +281,7 @@ def test_paper_recipe_is_the_reference_settings():
 
 
 def test_epoch_selection_defaults_to_balanced_accuracy_where_answers_repeat():
-    from workbench.split_training import _improves, _score, _selection
+    from workbench.training.trainer import _improves, _score, _selection
 
     yes_no = [
         ContrastPair(f"q{i}", "Q?", *((" Yes", " No") if i % 2 else (" No", " Yes")))
@@ -301,8 +301,8 @@ def test_epoch_selection_defaults_to_balanced_accuracy_where_answers_repeat():
 
 
 def test_matrix_rates_are_divided_by_fan_in_only_in_normalised_units(tiny_llama):
-    from workbench.sites import site_scales
-    from workbench.split_training import parameter_groups
+    from workbench.hooks.sites import site_scales
+    from workbench.training.trainer import parameter_groups
 
     raw = FORMS["local_weight"].for_model(tiny_llama, 1)
     assert [g["lr"] for g in parameter_groups(raw, 0.02)] == [0.02, 0.02]

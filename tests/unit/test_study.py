@@ -9,7 +9,7 @@ import pytest
 
 from tests.browser import chromium_binary, visit
 from workbench import cli
-from workbench.study_report import Report
+from workbench.report.html import Report
 
 
 @pytest.fixture(scope="module")
@@ -119,10 +119,10 @@ def test_the_study_layer_choice_never_reads_test_pairs(monkeypatch):
     came from training pairs, and rewriting the test pairs changes nothing it chose."""
     from dataclasses import replace
 
-    from workbench import layer_sweep as sweep_module
-    from workbench import study
-    from workbench.models import load_model
-    from workbench.pairs import ContrastPair, PairDataset
+    from workbench.data.pairs import ContrastPair, PairDataset
+    from workbench.directions import layer_sweep as sweep_module
+    from workbench.models.loading import load_model
+    from workbench.pipelines import study
 
     seen: list[str] = []
     capture = sweep_module.capture_activations

@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 import torch
 
-from workbench.interventions import LocalWeightUpdate, LoRAUpdate, SteeringVector
-from workbench.log_odds import preference_utility
-from workbench.sweeps import SweepLabels, naive_sweep, run_sweep
+from workbench.measure.log_odds import preference_utility
+from workbench.measure.sweeps import SweepLabels, naive_sweep, run_sweep
+from workbench.steering.forms import LocalWeightUpdate, LoRAUpdate, SteeringVector
 
 COLUMNS = ["L_p", "L_n", "pref_odds", "util_odds", "pref_odds_norm", "util_odds_norm"]
 GRID = (-2.0, -0.5, 0.0, 1.0, 3.0)
@@ -78,7 +78,7 @@ def test_table_is_tidy_and_consistent(tiny_llama, small_pairs):
 
 
 def test_cache_returns_saved_table_and_resumes(tiny_llama, small_pairs, tmp_path, monkeypatch):
-    from workbench import sweeps
+    from workbench.measure import sweeps
 
     intervention = _random(LoRAUpdate.for_model(tiny_llama, 1, rank=2))
 
@@ -129,8 +129,8 @@ def test_log_odds_match_an_independent_hf_computation(small_pairs):
     """PrefOdds / UtilOdds from the HF model's own log-probs, with the plain formula."""
     import math
 
-    from workbench.models import load_model
-    from workbench.tiny_models import build_tiny_hf_model
+    from workbench.models.loading import load_model
+    from workbench.models.tiny import build_tiny_hf_model
 
     model = load_model("tiny-gemma3", seed=1)
     hf_model, tokenizer = build_tiny_hf_model("gemma3", seed=1)
@@ -160,7 +160,7 @@ def test_log_odds_match_an_independent_hf_computation(small_pairs):
 @pytest.mark.parametrize("positions", ["all", "answer", "prompt"])
 def test_one_token_answers_share_one_forward_and_equal_the_naive_loop(tiny_model, positions):
     """Yes/No items take the single-forward path; it gives the two-sided numbers."""
-    from workbench.pairs import ContrastPair
+    from workbench.data.pairs import ContrastPair
 
     pairs = [
         ContrastPair(f"q{i}", text, *(("Y", "N") if i % 2 else ("N", "Y")), split="test")

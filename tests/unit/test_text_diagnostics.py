@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from workbench.interventions import SteeringVector
-from workbench.text_diagnostics import generation_diagnostics, repetition_rate
+from workbench.measure.text import generation_diagnostics, repetition_rate
+from workbench.steering.forms import SteeringVector
 
 
 def test_repetition_rate_on_hand_made_sequences():

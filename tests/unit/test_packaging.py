@@ -1,0 +1,76 @@
+"""The package as a user installs it: a wheel in a fresh environment, run outside the repository.
+
+The wheel must carry the shipped concepts and neutral sentences (package data, read through
+``importlib.resources``), and ``python -m workbench`` must start. The fresh environment gets the
+installed dependencies through a path entry, so nothing is downloaded; the workbench itself comes
+only from the wheel.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("wheel")
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run([*build, "-w", str(tmp), str(ROOT)], check=True, cwd=tmp)
+    wheel = next(tmp.glob("steering_workbench-*.whl"))
+    fresh = tmp / "env"
+    venv.EnvBuilder(with_pip=False).create(fresh)
+    python = fresh / "bin" / "python"
+    install = [sys.executable, "-m", "pip", "--python", str(python), "install", "-q"]
+    subprocess.run([*install, "--no-deps", str(wheel)], check=True, cwd=tmp)
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    # the dependencies (torch, transformers, ...) from this environment, after the wheel's own
+    Path(site, "dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    return python
+
+
+def run_outside(python: Path, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [str(python), *args],
+        cwd=python.parent.parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_the_wheel_carries_the_data_and_loads_it_outside_the_repository(installed):
+    code = (
+        "import workbench, pathlib\n"
+        "print(pathlib.Path(workbench.__file__).resolve())\n"
+        "pairs = workbench.load_concept('sentiment')\n"
+        "print(len(pairs.train) + len(pairs.test), len(workbench.neutral_sentences()))\n"
+        "print(' '.join(workbench.shipped_concepts()))\n"
+    )
+    where, counts, concepts = run_outside(installed, "-c", code).splitlines()
+    assert ROOT not in Path(where).parents and str(installed.parent.parent) in where
+    assert counts.split() == ["96", "300"]
+    assert {"sentiment", "extraversion", "frugality"} <= set(concepts.split())
+
+
+def test_python_dash_m_workbench_starts(installed):
+    help_text = run_outside(installed, "-m", "workbench", "--help")
+    assert "study" in help_text and "compare" in help_text
+    assert "gemma-3-270m" in run_outside(installed, "-m", "workbench", "models")

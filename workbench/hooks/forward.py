@@ -1,0 +1,114 @@
+"""Forward passes that skip work the sweep does not need.
+
+- :func:`residual_before` runs the blocks before ``layer`` once (``stop_at_layer``).
+- :func:`skipping_blocks_before` makes blocks ``0..layer-1`` identities for the duration of a
+  ``with`` block: TransformerBridge's ``start_at_layer`` swaps the given residual in at block
+  ``layer`` but still runs the earlier blocks and discards their output, so skipping them
+  changes nothing but the time taken. The sweep engine verifies this against a plain
+  ``start_at_layer`` forward before relying on it.
+- :func:`final_normed_residual` stops the forward after the final norm, so the unembedding can
+  be applied at the positions that are scored only (for a 262k vocabulary, most of the work):
+  :func:`answer_logprob_sums` does that for answer tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+import torch
+from torch import Tensor, nn
+
+from workbench.errors import ConfigError
+from workbench.hooks.scoped import scoped_hooks
+
+FINAL_NORM_HOOK = "ln_final.hook_out"
+
+
+class _Identity(nn.Module):
+    def forward(self, *args, **kwargs):
+        return args[0] if args else kwargs["hidden_states"]
+
+
+class _StopForward(Exception):
+    pass
+
+
+@contextmanager
+def skipping_blocks_before(model, layer: int) -> Iterator[None]:
+    """Blocks before ``layer`` do nothing inside the block (restored on exit, also on error)."""
+    swapped = []
+    try:
+        for block in list(model.blocks)[:layer]:
+            swapped.append((block, block._modules["_original_component"]))
+            block._modules["_original_component"] = _Identity()
+        yield
+    finally:
+        for block, original in swapped:
+            block._modules["_original_component"] = original
+
+
+def residual_before(model, input_ids, attention_mask, position_ids, layer: int) -> Tensor:
+    """The residual stream entering block ``layer`` ([batch, seq, d_model])."""
+    if layer == 0:
+        raise ConfigError("there is no residual before block 0 to reuse; start from tokens")
+    return model(
+        input_ids, attention_mask=attention_mask, position_ids=position_ids, stop_at_layer=layer
+    )
+
+
+def final_normed_residual(model, inputs, **forward_kwargs) -> Tensor:
+    """Run ``model(inputs, **forward_kwargs)`` up to and including the final norm only."""
+    captured: dict[str, Tensor] = {}
+
+    def stop(tensor: Tensor, *, hook) -> None:
+        captured["normed"] = tensor
+        raise _StopForward
+
+    with scoped_hooks(model, [(FINAL_NORM_HOOK, stop)]), suppress(_StopForward):
+        model(inputs, **forward_kwargs)
+    if "normed" not in captured:
+        raise RuntimeError(f"{FINAL_NORM_HOOK} did not fire")
+    return captured["normed"]
+
+
+def unembed(model, normed: Tensor) -> Tensor:
+    """Logits from final-normed residuals, with the model's logit soft-capping if it has one."""
+    logits = model.unembed(normed)
+    cap = getattr(getattr(model.original_model, "config", None), "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def answer_logprob_sums(model, normed: Tensor, batch, alternative: Tensor | None = None) -> Tensor:
+    """Sum of log P(answer token | prefix) per row of an ``EncodedBatch``, from final-normed
+    residuals, unembedding the answer-predicting positions only (differentiable).
+
+    With ``alternative`` (one token id per row, for one-token answers), the result has twice
+    the rows: the batch's own answers, then the log-prob of each row's alternative token read
+    at the same position.
+    """
+    targets = batch.answer_mask[:, 1:]
+    rows, cols = targets.nonzero(as_tuple=True)
+    logprobs = unembed(model, normed[rows, cols]).float().log_softmax(-1)
+    picked = logprobs.gather(-1, batch.input_ids[rows, cols + 1, None]).squeeze(-1)
+    total = torch.zeros(normed.shape[0], dtype=torch.float32, device=normed.device)
+    total = total.index_add(0, rows, picked)
+    if alternative is None:
+        return total
+    if alternative.shape != (normed.shape[0],) or not bool((targets.sum(-1) == 1).all()):
+        raise ConfigError("alternative answers need one token id per row and one-token answers")
+    other = logprobs.gather(-1, alternative[rows, None]).squeeze(-1)
+    return torch.cat([total, torch.zeros_like(total).index_add(0, rows, other)])
+
+
+def one_token_ids(tokenizer, answers: list[str], others: list[str]) -> list[int] | None:
+    """Each ``others`` answer's token id, if every answer in both lists is exactly one token
+    (then one forward of ``prompt + answer`` also scores ``prompt + other``), else None."""
+    if not answers:
+        return None
+    encoded = tokenizer(list(answers) + list(others), add_special_tokens=False)["input_ids"]
+    if any(len(ids) != 1 for ids in encoded):
+        return None
+    return [int(ids[0]) for ids in encoded[len(answers) :]]

@@ -1,0 +1,44 @@
+"""Check hook names against a model and find the layer a hook belongs to."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+
+from workbench.errors import ConfigError, HookNameError
+
+_BLOCK = re.compile(r"^blocks\.(\d+)\.")
+
+
+def hook_layer(name: str) -> int | None:
+    """The block index of a hook name (``blocks.7.mlp.out.hook_in`` -> 7), None outside blocks."""
+    match = _BLOCK.match(name)
+    return int(match.group(1)) if match else None
+
+
+def check_hook_names(model, names: Iterable[str]) -> list[str]:
+    """Return ``names`` as a list, or raise :class:`HookNameError` for one the model lacks."""
+    names = list(names)
+    if not names:
+        raise ConfigError("no hook names given")
+    available = model.hook_dict
+    for name in names:
+        if name not in available:
+            close = difflib.get_close_matches(name, list(available), n=3, cutoff=0.6)
+            layer = hook_layer(name)
+            extra = ""
+            if layer is not None and layer >= model.cfg.n_layers:
+                extra = f" (the model has {model.cfg.n_layers} blocks, 0..{model.cfg.n_layers - 1})"
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise HookNameError(f"model has no hook named {name!r}{extra}{hint}")
+    return names
+
+
+def stop_layer_for(names: Iterable[str], n_layers: int) -> int | None:
+    """The ``stop_at_layer`` that still runs every named hook, or None if all blocks must run."""
+    layers = [hook_layer(n) for n in names]
+    if any(layer is None for layer in layers):
+        return None
+    stop = max(layers) + 1  # type: ignore[type-var]
+    return stop if stop < n_layers else None

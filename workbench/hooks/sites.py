@@ -1,0 +1,140 @@
+"""Where an intervention acts (its site) and the site's typical scale on valid text.
+
+A site names the pair of hooks an intervention reads from and writes to in one block:
+
+| site      | reads ``h_in``              | adds Δh at                   | widths          |
+|-----------|-----------------------------|------------------------------|-----------------|
+| ``block`` | ``blocks.{l}.mlp.out.hook_in`` | ``blocks.{l}.hook_resid_post`` | d_mlp → d_model |
+| ``mlp_out`` | ``blocks.{l}.mlp.out.hook_in`` | ``blocks.{l}.mlp.out.hook_out`` | d_mlp → d_model |
+| ``resid`` | ``blocks.{l}.hook_resid_post`` | ``blocks.{l}.hook_resid_post`` | d_model → d_model |
+
+``block`` (the default) is the paper's reference site: the update of the down-projection is
+added to the block's output, after any post-MLP norm. :func:`site_scales` measures the typical
+RMS of a site's input and output on the neutral sentences, so interventions can be expressed in
+units of it (m = 1 with a unit-RMS vector pushes the state by its typical norm).
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from workbench.data.concepts import neutral_sentences
+from workbench.data.encoding import encode_texts
+from workbench.directions.capture import run_batch_with_cache
+from workbench.errors import ConfigError
+from workbench.hooks.names import stop_layer_for
+from workbench.models.loading import model_provenance
+
+SITES: tuple[str, ...] = ("block", "mlp_out", "resid")
+DEFAULT_SITE = "block"
+
+
+def site_hooks(site: str, layer: int) -> tuple[str, str]:
+    """(input hook, output hook) of a site at a block."""
+    if site == "block":
+        return f"blocks.{layer}.mlp.out.hook_in", f"blocks.{layer}.hook_resid_post"
+    if site == "mlp_out":
+        return f"blocks.{layer}.mlp.out.hook_in", f"blocks.{layer}.mlp.out.hook_out"
+    if site == "resid":
+        return (f"blocks.{layer}.hook_resid_post",) * 2
+    raise ConfigError(f"unknown site {site!r}; choose one of {SITES}")
+
+
+def site_widths(model, site: str) -> tuple[int, int]:
+    """(d_in, d_out) of a site on ``model``."""
+    if site in ("block", "mlp_out"):
+        return model.cfg.d_mlp, model.cfg.d_model
+    if site == "resid":
+        return model.cfg.d_model, model.cfg.d_model
+    raise ConfigError(f"unknown site {site!r}; choose one of {SITES}")
+
+
+@dataclass(frozen=True)
+class SiteScales:
+    """Typical per-coordinate RMS of a site's input and output on valid text.
+
+    ``input`` / ``output`` are ``mean ‖h‖ / sqrt(d)`` over the real, non-BOS tokens of
+    ``n_texts`` neutral sentences; ``output_norm`` is the typical norm ``mean ‖h_out‖``.
+    """
+
+    site: str
+    layer: int
+    input: float
+    output: float
+    output_norm: float
+    n_texts: int
+    n_tokens: int
+
+    def __post_init__(self) -> None:
+        site_hooks(self.site, self.layer)
+        for name in ("input", "output", "output_norm"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"SiteScales.{name} must be positive and finite, got {value}")
+
+    def check(self, site: str, layer: int) -> None:
+        """Raise if these scales were measured at another site or layer."""
+        if (site, layer) != (self.site, self.layer):
+            raise ConfigError(
+                f"scales were measured at site {self.site!r} layer {self.layer}, "
+                f"not at site {site!r} layer {layer}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@torch.no_grad()
+def site_scales(
+    model, site: str, layer: int, n_texts: int = 64, batch_size: int = 16
+) -> SiteScales:
+    """Measure :class:`SiteScales` at ``site`` of block ``layer`` on the neutral sentences.
+
+    Results are cached per model object, site, layer and ``n_texts``.
+    """
+    if not 0 <= layer < model.cfg.n_layers:
+        raise ConfigError(
+            f"layer {layer} is out of range: the model has blocks 0..{model.cfg.n_layers - 1}"
+        )
+    key = (site, layer, n_texts)
+    cached = _CACHE.setdefault(model, {})
+    if key in cached:
+        return cached[key]
+    in_hook, out_hook = site_hooks(site, layer)
+    hooks = list(dict.fromkeys([in_hook, out_hook]))
+    texts = neutral_sentences()[:n_texts]
+    device = next(model.parameters()).device
+    sums = {hook: 0.0 for hook in hooks}
+    count = 0
+    for start in range(0, len(texts), batch_size):
+        batch = encode_texts(
+            model.tokenizer,
+            texts[start : start + batch_size],
+            prepend_bos=model_provenance(model).prepend_bos,
+        ).to(device)
+        cache = run_batch_with_cache(model, batch, hooks, stop_layer_for(hooks, model.cfg.n_layers))
+        mask = batch.prompt_mask  # real tokens without BOS (its norm is atypical)
+        for hook in hooks:
+            sums[hook] += float(cache[hook][mask].float().norm(dim=-1).sum())
+        count += int(mask.sum())
+    d_in, d_out = site_widths(model, site)
+    input_norm, output_norm = sums[in_hook] / count, sums[out_hook] / count
+    scales = SiteScales(
+        site=site,
+        layer=layer,
+        input=input_norm / math.sqrt(d_in),
+        output=output_norm / math.sqrt(d_out),
+        output_norm=output_norm,
+        n_texts=len(texts),
+        n_tokens=count,
+    )
+    cached[key] = scales
+    return scales

@@ -1,0 +1,134 @@
+"""How far each intervention pushes activations, along the concept and off the manifold.
+
+For every pair, side, multiplier m and analysed hook (the intervention's layer and every later
+one), over the answer tokens, with Δh = steered state - unsteered state:
+
+- ``concept_projection``: mean of ω̂ᵀΔh, the displacement along the unit concept direction at
+  that hook (the paper's α_p, measured rather than fitted);
+- ``on_manifold`` / ``off_manifold``: mean norms of the parts of Δh inside and outside the
+  hook's fitted PCA subspace;
+- ``density_score`` and ``beyond_epsilon``: the steered states' mean density score and the share
+  of them beyond ε (so measured validity D̂(m) is 1 - the mean of ``beyond_epsilon``);
+- failure diagnostics: ``norm_ratio`` (steered / unsteered residual norm, layer by layer),
+  and, once per row at the output, ``kl_from_unsteered`` and ``entropy`` of the next-token
+  distribution at the answer positions.
+
+The table carries the sweep table's keys (pair_id, split, concept, form, method, layer, site,
+m) plus ``side`` and ``hook``, so the two join.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from workbench.data.encoding import encode_pairs
+from workbench.data.pairs import ContrastPair
+from workbench.errors import ConfigError
+from workbench.hooks.names import hook_layer
+from workbench.manifold.estimator import ActivationManifold
+from workbench.measure.sweeps import row_keys
+from workbench.models.loading import model_provenance
+from workbench.steering.forms import Intervention, TokenRoles, steering
+
+
+def downstream_hooks(model, layer: int) -> list[str]:
+    """Residual-stream hooks of ``layer`` and every later block."""
+    return [f"blocks.{i}.hook_resid_post" for i in range(layer, model.cfg.n_layers)]
+
+
+@torch.no_grad()
+def displacement_table(
+    model,
+    pairs: Sequence[ContrastPair],
+    intervention: Intervention,
+    multipliers: Sequence[float],
+    manifolds: Mapping[str, ActivationManifold],
+    directions: Mapping[str, Tensor] | None = None,
+    *,
+    method: str = "",
+    sides: Sequence[str] = ("positive", "negative"),
+    batch_size: int = 8,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """The displacement and diagnostics table (see the module docstring)."""
+    hooks = list(manifolds)
+    for hook in hooks:
+        layer = hook_layer(hook)
+        if layer is None or layer < intervention.layer:
+            raise ConfigError(
+                f"{hook} is not at or after the intervention's block {intervention.layer}"
+            )
+    directions = dict(directions or {})
+    units = {h: (v / v.norm()).double().cpu() for h, v in directions.items()}
+    device = next(model.parameters()).device
+    prepend_bos = model_provenance(model).prepend_bos
+    rows = []
+    steps = [(s, i) for s in sides for i in range(0, len(pairs), batch_size)]
+    for side, start in tqdm(steps, desc="displacement", disable=not progress, leave=False):
+        batch_pairs = list(pairs[start : start + batch_size])
+        batch = encode_pairs(model.tokenizer, batch_pairs, side, prepend_bos=prepend_bos).to(device)
+        roles = TokenRoles.from_batch(batch)
+        forward = dict(
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            names_filter=hooks,
+            return_cache_object=False,
+        )
+        base_logits, base = model.run_with_cache(batch.input_ids, **forward)
+        base_logprobs = base_logits[batch.answer_mask].double().log_softmax(-1)
+        owner = torch.arange(len(batch_pairs), device=device)[:, None].expand_as(batch.answer_mask)
+        owner = owner[batch.answer_mask].cpu().numpy()
+        for m in multipliers:
+            with steering(model, [(intervention, float(m))], roles):
+                logits, steered = model.run_with_cache(batch.input_ids, **forward)
+            logprobs = logits[batch.answer_mask].double().log_softmax(-1)
+            kl = (logprobs.exp() * (logprobs - base_logprobs)).sum(-1).cpu().numpy()
+            entropy = -(logprobs.exp() * logprobs).sum(-1).cpu().numpy()
+            per_token = {"kl_from_unsteered": kl, "entropy": entropy}
+            for hook in hooks:
+                h = steered[hook][batch.answer_mask].double().cpu()
+                h0 = base[hook][batch.answer_mask].double().cpu()
+                delta = (h - h0).numpy()
+                on, off = manifolds[hook].split_displacement(delta)
+                metrics = {
+                    "on_manifold": np.linalg.norm(on, axis=1),
+                    "off_manifold": np.linalg.norm(off, axis=1),
+                    "density_score": manifolds[hook].score_samples(h.numpy()),
+                    "beyond_epsilon": ~manifolds[hook].within(h.numpy()),
+                    "norm_ratio": (h.norm(dim=-1) / h0.norm(dim=-1).clamp(min=1e-12)).numpy(),
+                    "concept_projection": ((h - h0) @ units[hook]).numpy()
+                    if hook in units
+                    else np.full(len(owner), np.nan),
+                    **per_token,
+                }
+                frame = pd.DataFrame({k: np.asarray(v, dtype=float) for k, v in metrics.items()})
+                frame["row"] = owner
+                means = frame.groupby("row").mean()
+                counts = frame.groupby("row").size()
+                for row, values in means.iterrows():
+                    pair = batch_pairs[int(row)]
+                    rows.append(
+                        {
+                            **row_keys(pair, intervention, method, m),
+                            "side": side,
+                            "hook": hook,
+                            "analysis_layer": hook_layer(hook),
+                            "n_tokens": int(counts[row]),
+                            **values.to_dict(),
+                        }
+                    )
+    return pd.DataFrame(rows)
+
+
+def measured_validity(table: pd.DataFrame) -> pd.DataFrame:
+    """D̂(m) per hook: the share of steered answer tokens within ε (token-weighted)."""
+    weighted = table.assign(within=(1 - table["beyond_epsilon"]) * table["n_tokens"])
+    grouped = weighted.groupby(["concept", "form", "method", "layer", "site", "hook", "m"])
+    result = (grouped["within"].sum() / grouped["n_tokens"].sum()).rename("validity")
+    return result.reset_index()

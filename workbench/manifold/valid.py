@@ -1,0 +1,147 @@
+"""Activations of valid, unsteered text: what the manifold is estimated from.
+
+Three sources:
+
+- ``neutral``: the team's neutral sentences (``data/neutral/sentences.txt``), every token;
+- ``answers``: the contrast pairs' answers, every answer token, both sides;
+- ``greedy`` / ``sampled``: the model's own unsteered continuations of the pairs' prompts,
+  every generated token.
+
+Token rows are split at random into a fitting part and a held-out calibration part, by text
+(all tokens of one text fall on the same side), so ε is calibrated on text the manifold has not
+seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from workbench.data.concepts import neutral_sentences
+from workbench.data.encoding import encode_texts
+from workbench.data.pairs import ContrastPair
+from workbench.directions.capture import run_batch_with_cache
+from workbench.errors import ConfigError
+from workbench.hooks.names import check_hook_names, stop_layer_for
+from workbench.models.loading import model_provenance
+from workbench.steering.generation import generate
+
+
+@dataclass
+class TokenActivations:
+    """Token-level activations per hook, with the source and text index of every row."""
+
+    activations: dict[str, Tensor]  # hook -> [tokens, d]
+    source: np.ndarray  # [tokens] str
+    text_index: np.ndarray  # [tokens] int: which text (within its source) the token came from
+    calibration: np.ndarray  # [tokens] bool: held out for calibrating ε
+
+    def fitting(self, hook: str) -> Tensor:
+        return self.activations[hook][torch.from_numpy(~self.calibration)]
+
+    def held_out(self, hook: str) -> Tensor:
+        return self.activations[hook][torch.from_numpy(self.calibration)]
+
+
+@torch.no_grad()
+def token_activations(
+    model,
+    prompts: Sequence[str],
+    answers: Sequence[str] | None,
+    hooks: Sequence[str],
+    batch_size: int = 16,
+    progress: bool = False,
+) -> tuple[dict[str, Tensor], np.ndarray]:
+    """Activations at every answer token (or, with no answers, every prompt token but BOS).
+
+    Returns per hook a [tokens, d] tensor and, per row, the index of its text.
+    """
+    hooks = check_hook_names(model, hooks)
+    stop = stop_layer_for(hooks, model.cfg.n_layers)
+    device = next(model.parameters()).device
+    prepend_bos = model_provenance(model).prepend_bos
+    parts: dict[str, list[Tensor]] = {h: [] for h in hooks}
+    owners = []
+    for start in tqdm(range(0, len(prompts), batch_size), disable=not progress, leave=False):
+        batch = encode_texts(
+            model.tokenizer,
+            list(prompts[start : start + batch_size]),
+            None if answers is None else list(answers[start : start + batch_size]),
+            prepend_bos=prepend_bos,
+            max_length=getattr(model.cfg, "n_ctx", None),
+        ).to(device)
+        mask = batch.answer_mask if answers is not None else batch.prompt_mask
+        cache = run_batch_with_cache(model, batch, hooks, stop)
+        for hook in hooks:
+            parts[hook].append(cache[hook][mask].float().cpu())
+        rows = torch.arange(mask.shape[0], device=mask.device) + start
+        owners.append(rows[:, None].expand_as(mask)[mask].cpu().numpy())
+    return {h: torch.cat(p) for h, p in parts.items()}, np.concatenate(owners)
+
+
+def collect_valid_activations(
+    model,
+    hooks: Sequence[str],
+    pairs: Sequence[ContrastPair] = (),
+    *,
+    sources: Sequence[str] = ("neutral", "answers", "greedy", "sampled"),
+    max_new_tokens: int = 24,
+    calibration_fraction: float = 0.25,
+    seed: int = 0,
+    batch_size: int = 16,
+) -> TokenActivations:
+    """Token activations of valid text from the chosen sources, with a calibration split."""
+    known = ("neutral", "answers", "greedy", "sampled")
+    unknown = [s for s in sources if s not in known]
+    if unknown:
+        raise ConfigError(f"unknown valid-text sources {unknown}; choose from {known}")
+    if not 0.0 < calibration_fraction < 1.0:
+        raise ConfigError(f"calibration_fraction must be in (0, 1), got {calibration_fraction}")
+    pairs = list(pairs)
+    if any(s != "neutral" for s in sources) and not pairs:
+        raise ConfigError(f"sources {list(sources)} need contrast pairs (their prompts/answers)")
+    chunks = []
+    for source in sources:
+        if source == "neutral":
+            texts = neutral_sentences()
+            acts, owner = token_activations(model, texts, None, hooks, batch_size)
+        elif source == "answers":
+            prompts = [p.prompt for p in pairs] * 2
+            answers = [p.positive for p in pairs] + [p.negative for p in pairs]
+            acts, owner = token_activations(model, prompts, answers, hooks, batch_size)
+        else:
+            prompts = sorted({p.prompt for p in pairs})
+            continuations = generate(
+                model,
+                prompts,
+                max_new_tokens=max_new_tokens,
+                do_sample=source == "sampled",
+                seed=seed,
+                stop_at_eos=True,
+            )
+            keep = [i for i, c in enumerate(continuations) if c.strip()]
+            acts, owner = token_activations(
+                model,
+                [prompts[i] for i in keep],
+                [continuations[i] for i in keep],
+                hooks,
+                batch_size,
+            )
+        chunks.append((source, acts, owner))
+    rng = np.random.default_rng(seed)
+    calibration = []
+    for _, _, owner in chunks:
+        n_texts = int(owner.max()) + 1 if len(owner) else 0
+        held = rng.random(n_texts) < calibration_fraction
+        calibration.append(held[owner])
+    return TokenActivations(
+        activations={h: torch.cat([acts[h] for _, acts, _ in chunks]) for h in hooks},
+        source=np.concatenate([np.full(len(owner), source) for source, _, owner in chunks]),
+        text_index=np.concatenate([owner for _, _, owner in chunks]),
+        calibration=np.concatenate(calibration),
+    )

@@ -1,0 +1,45 @@
+"""A first measure of whether a direction steers: held-out preference under a steering vector.
+
+For each held-out pair, P(A_p | q) and P(A_n | q) are scored teacher-forced; the accuracy is the
+share of pairs with P(A_p|q) > P(A_n|q) and the preference is the mean of
+log P(A_p|q) - log P(A_n|q) (PrefOdds, summed over answer tokens; see workbench.measure.log_odds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from workbench.data.pairs import ContrastPair
+from workbench.measure.scoring import answer_logprobs
+from workbench.steering.forms import Intervention, Multiplier
+
+
+@dataclass(frozen=True)
+class PreferenceSummary:
+    accuracy: float
+    mean_pref_odds: float
+    n_pairs: int
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"accuracy {self.accuracy:.1%}, mean PrefOdds {self.mean_pref_odds:+.2f}"
+
+
+def preference_summary(
+    model,
+    pairs: Sequence[ContrastPair],
+    interventions: Sequence[tuple[Intervention, Multiplier]] = (),
+    batch_size: int = 16,
+) -> PreferenceSummary:
+    """Accuracy and mean PrefOdds of ``pairs`` under ``interventions`` (none: unsteered)."""
+    positive, _ = answer_logprobs(model, pairs, "positive", interventions, batch_size)
+    negative, _ = answer_logprobs(model, pairs, "negative", interventions, batch_size)
+    pref_odds = positive - negative
+    return PreferenceSummary(
+        accuracy=float((pref_odds > 0).double().mean()),
+        mean_pref_odds=float(pref_odds.double().mean()),
+        n_pairs=len(pref_odds),
+    )

@@ -1,0 +1,67 @@
+"""Teacher-forced log-probabilities of answers given prompts, optionally under steering.
+
+``answer_logprobs`` returns, per pair, the summed log P(answer tokens | prompt) and the answer
+length; the preference and utility log-odds are built from these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from workbench.data.encoding import EncodedBatch, encode_pairs
+from workbench.data.pairs import ContrastPair
+from workbench.models.loading import model_provenance
+from workbench.steering.forms import Intervention, Multiplier, TokenRoles, steering
+
+
+@torch.no_grad()
+def answer_logprobs(
+    model,
+    pairs: Sequence[ContrastPair],
+    side: str,
+    interventions: Sequence[tuple[Intervention, Multiplier]] = (),
+    batch_size: int = 16,
+    progress: bool = False,
+) -> tuple[Float[Tensor, " pairs"], Int[Tensor, " pairs"]]:
+    """(summed log-prob of each pair's ``side`` answer, its number of tokens)."""
+    pairs = list(pairs)
+    prepend_bos = model_provenance(model).prepend_bos
+    device = next(model.parameters()).device
+    totals, lengths = [], []
+    starts = range(0, len(pairs), batch_size)
+    for start in tqdm(starts, desc=f"log P({side})", disable=not progress, leave=False):
+        batch = encode_pairs(
+            model.tokenizer,
+            pairs[start : start + batch_size],
+            side,
+            prepend_bos=prepend_bos,
+            max_length=getattr(model.cfg, "n_ctx", None),
+        ).to(device)
+        with steering(model, interventions, TokenRoles.from_batch(batch)):
+            logits = model(
+                batch.input_ids,
+                attention_mask=batch.attention_mask,
+                position_ids=batch.position_ids,
+            )
+        total, length = _answer_logprob(logits, batch)
+        totals.append(total.cpu())
+        lengths.append(length.cpu())
+    return torch.cat(totals), torch.cat(lengths)
+
+
+def _answer_logprob(
+    logits: Float[Tensor, "batch seq vocab"], batch: EncodedBatch
+) -> tuple[Float[Tensor, " batch"], Int[Tensor, " batch"]]:
+    """Sum over answer tokens of log P(token | everything before it)."""
+    targets = batch.answer_mask[:, 1:]
+    rows, cols = targets.nonzero(as_tuple=True)
+    predicting = logits[rows, cols].float().log_softmax(-1)  # only the answer positions
+    picked = predicting.gather(-1, batch.input_ids[rows, cols + 1].unsqueeze(-1)).squeeze(-1)
+    total = torch.zeros(logits.shape[0], dtype=torch.float32, device=logits.device)
+    total.index_add_(0, rows, picked)
+    return total, targets.sum(-1)
