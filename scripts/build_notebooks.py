@@ -21,9 +21,7 @@ def setup(imports: str = "") -> str:
 
 SETUP = """import os
 {imports}
-from workbench import load_concept
-from workbench import load_model
-from workbench import model_provenance
+from workbench import load_concept, load_model, model_provenance
 
 SMALL = os.environ.get("WORKBENCH_SMALL") == "1"
 model = load_model("tiny-llama" if SMALL else "gemma-3-270m")
@@ -37,7 +35,7 @@ NOTEBOOK_02 = [
 
 Every method is scored on one scale: for each held-out pair, the preference log-odds
 `PrefOdds = L_n − L_p` and the utility log-odds `UtilOdds = log[(P_p + P_n) / (1 − P_p − P_n)]`,
-swept over the multiplier m (docs/method.md, docs/measures.md). The fitted curves separate the linear,
+swept over the multiplier m (docs/measures.md). The fitted curves separate the linear,
 transitional and convergence regimes of preference, and the utility decay around m = 0.
 
 `WORKBENCH_SMALL=1` runs the cells on a tiny random model (numbers meaningless).""",
@@ -70,11 +68,14 @@ utility?""",
     ),
     (
         "code",
-        """from workbench.directions.capture import capture_activations
-from workbench.directions.extract import direction_from_activations
+        """from workbench import (
+    SteeringVector,
+    SweepLabels,
+    capture_activations,
+    direction_from_activations,
+    run_sweep,
+)
 from workbench.report.figures import layer_heatmaps
-from workbench.steering.forms import SteeringVector
-from workbench.measure.sweeps import SweepLabels, run_sweep
 
 pairs = load_concept("sentiment")
 layers = [0, 1] if SMALL else [3, 7, 11, 15]
@@ -105,11 +106,13 @@ downstream.""",
     ("code", setup("\nfrom IPython.display import display\n")),
     (
         "code",
-        """from workbench.directions.capture import capture_activations
-from workbench.directions.extract import direction_from_activations
-from workbench.steering.forms import SteeringVector
-from workbench.manifold.estimator import ActivationManifold
-from workbench.manifold.valid import collect_valid_activations
+        """from workbench import (
+    ActivationManifold,
+    SteeringVector,
+    capture_activations,
+    collect_valid_activations,
+    direction_from_activations,
+)
 
 pairs = load_concept("sentiment")
 hook = f"blocks.{LAYER}.mlp.out.hook_out"
@@ -128,7 +131,8 @@ manifolds = {h: ActivationManifold(n_components=0.9).fit(valid.fitting(h),
     ("markdown", "## Displacement against m"),
     (
         "code",
-        """from workbench.manifold.displacement import displacement_table, measured_validity
+        """from workbench import displacement_table
+from workbench.manifold.displacement import measured_validity
 from workbench.report.figures import displacement_figure
 
 multipliers = (-4.0, 0.0, 2.0, 4.0, 8.0) if SMALL else (-8.0, -4.0, 0.0, 2.0, 4.0, 8.0, 16.0)
@@ -148,7 +152,7 @@ the concept direction. Hover a point for its text and token.""",
     ),
     (
         "code",
-        """from workbench.manifold.embedding import activation_shift
+        """from workbench import activation_shift
 from workbench.report.figures import activation_shift_figure
 
 shift = activation_shift(model, manifolds[hook], vector, pairs.test[:4], (0.0, 4.0, 8.0, 16.0),
@@ -171,9 +175,13 @@ closing table of the project comes from `workbench compare`.""",
     ("code", setup("\nfrom IPython.display import HTML, display\n")),
     (
         "code",
-        """from workbench.report.figures import training_figure
-from workbench.steering.forms import SteeringVector
-from workbench.training.trainer import TrainingConfig, train_intervention, validation_split
+        """from workbench import (
+    SteeringVector,
+    TrainingConfig,
+    train_intervention,
+    validation_split,
+)
+from workbench.report.figures import training_figure
 
 pairs = load_concept("sentiment")
 fit, validation = validation_split(pairs.train[:24 if SMALL else 48], seed=0)
@@ -240,9 +248,7 @@ generation. The MLP grid goes much further than the residual one.""",
     ),
     (
         "code",
-        """from workbench.directions.capture import capture_activations
-from workbench.directions.extract import direction_from_activations
-from workbench.steering.forms import SteeringVector
+        """from workbench import SteeringVector, capture_activations, direction_from_activations
 from workbench.measure.text import generation_diagnostics
 
 pairs = load_concept("sentiment")
@@ -288,9 +294,8 @@ uncapped one grows linearly in m. (Llama-style blocks, like the tiny model, have
         "code",
         """import plotly.express as px
 
-from workbench.manifold.displacement import displacement_table, downstream_hooks
-from workbench.manifold.estimator import ActivationManifold
-from workbench.manifold.valid import collect_valid_activations
+from workbench import ActivationManifold, collect_valid_activations, displacement_table
+from workbench.manifold.displacement import downstream_hooks
 
 hooks = downstream_hooks(model, LAYER)
 valid = collect_valid_activations(model, hooks, pairs.train, sources=("neutral", "answers"))
@@ -377,7 +382,8 @@ equal norm. Only a delay at equal push norm supports the off-manifold explanatio
     ),
     (
         "code",
-        """from workbench.steering.projected import ManifoldProjection, ProjectedIntervention
+        """from workbench import ProjectedIntervention
+from workbench.steering.projected import ManifoldProjection
 
 projection = ManifoldProjection.from_manifold(manifolds[resid_hook])
 projected = ProjectedIntervention(resid_vector, projection, strength=1.0)

@@ -236,7 +236,7 @@ def test_bad_settings_fail_before_training(tiny_llama, pairs):
 
 
 def test_one_token_answers_give_the_two_sided_losses_and_gradients(tiny_model, monkeypatch):
-    from workbench.training import trainer as split_training
+    from workbench.steering import paired
 
     pairs = [
         ContrastPair(f"q{i}", text, *(("Y", "N") if i % 2 else ("N", "Y")), split="train")
@@ -253,7 +253,7 @@ def test_one_token_answers_give_the_two_sided_losses_and_gradients(tiny_model, m
         return [t.detach().clone() for t in result[:4]], vector.bias.grad.clone()
 
     shared, shared_grad = losses()
-    monkeypatch.setattr(split_training, "one_token_ids", lambda *args: None)
+    monkeypatch.setattr(paired, "one_token_ids", lambda *args: None)
     separate, separate_grad = losses()
     for a, b in zip(shared, separate):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

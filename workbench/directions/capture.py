@@ -32,7 +32,7 @@ from workbench.data.encoding import EncodedBatch, encode_pairs
 from workbench.data.pairs import ContrastPair, PairDataset
 from workbench.errors import ConfigError, HookNameError
 from workbench.hooks.names import check_hook_names, stop_layer_for
-from workbench.models.loading import model_provenance
+from workbench.models.loading import model_device, model_provenance
 from workbench.provenance import Provenance, stable_hash
 
 PositionRule = Literal["last_prompt", "answer_mean", "answer_tokens"]
@@ -155,7 +155,7 @@ def capture_activations(
             raise ConfigError(f"sides must be 'positive' and/or 'negative', got {side!r}")
     provenance_model = model_provenance(model)
     stop_at = stop_layer_for(hook_names, model.cfg.n_layers)
-    device = next(model.parameters()).device
+    device = model_device(model)
     max_length = getattr(model.cfg, "n_ctx", None)
 
     chunks: dict[str, list[Tensor]] = {name: [] for name in hook_names}

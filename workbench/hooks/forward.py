@@ -89,15 +89,29 @@ def answer_logprob_sums(model, normed: Tensor, batch, alternative: Tensor | None
     the rows: the batch's own answers, then the log-prob of each row's alternative token read
     at the same position.
     """
+    rows, cols = batch.answer_mask[:, 1:].nonzero(as_tuple=True)
+    logprobs = unembed(model, normed[rows, cols]).float().log_softmax(-1)
+    return sum_answer_logprobs(logprobs, batch, alternative)
+
+
+def logits_answer_logprob_sums(logits: Tensor, batch) -> Tensor:
+    """As :func:`answer_logprob_sums`, from full logits [batch, seq, vocab] of a plain forward."""
+    rows, cols = batch.answer_mask[:, 1:].nonzero(as_tuple=True)
+    return sum_answer_logprobs(logits[rows, cols].float().log_softmax(-1), batch)
+
+
+def sum_answer_logprobs(logprobs: Tensor, batch, alternative: Tensor | None = None) -> Tensor:
+    """Per-row sums of the answer tokens' log-probs; ``logprobs`` [k, vocab] holds the
+    log-softmax at the k answer-predicting positions, in ``answer_mask[:, 1:]`` order."""
     targets = batch.answer_mask[:, 1:]
     rows, cols = targets.nonzero(as_tuple=True)
-    logprobs = unembed(model, normed[rows, cols]).float().log_softmax(-1)
     picked = logprobs.gather(-1, batch.input_ids[rows, cols + 1, None]).squeeze(-1)
-    total = torch.zeros(normed.shape[0], dtype=torch.float32, device=normed.device)
+    n_rows = batch.input_ids.shape[0]
+    total = torch.zeros(n_rows, dtype=torch.float32, device=logprobs.device)
     total = total.index_add(0, rows, picked)
     if alternative is None:
         return total
-    if alternative.shape != (normed.shape[0],) or not bool((targets.sum(-1) == 1).all()):
+    if alternative.shape != (n_rows,) or not bool((targets.sum(-1) == 1).all()):
         raise ConfigError("alternative answers need one token id per row and one-token answers")
     other = logprobs.gather(-1, alternative[rows, None]).squeeze(-1)
     return torch.cat([total, torch.zeros_like(total).index_add(0, rows, other)])

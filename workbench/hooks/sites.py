@@ -28,7 +28,7 @@ from workbench.data.encoding import encode_texts
 from workbench.directions.capture import run_batch_with_cache
 from workbench.errors import ConfigError
 from workbench.hooks.names import stop_layer_for
-from workbench.models.loading import model_provenance
+from workbench.models.loading import model_device, model_provenance
 
 SITES: tuple[str, ...] = ("block", "mlp_out", "resid")
 DEFAULT_SITE = "block"
@@ -111,7 +111,7 @@ def site_scales(
     in_hook, out_hook = site_hooks(site, layer)
     hooks = list(dict.fromkeys([in_hook, out_hook]))
     texts = neutral_sentences()[:n_texts]
-    device = next(model.parameters()).device
+    device = model_device(model)
     sums = {hook: 0.0 for hook in hooks}
     count = 0
     for start in range(0, len(texts), batch_size):

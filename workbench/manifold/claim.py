@@ -17,6 +17,7 @@ from scipy.stats import pearsonr, spearmanr
 from workbench.errors import ConfigError
 from workbench.manifold.displacement import measured_validity
 from workbench.measure.fits import DECAY_PARAMS, CurveFit, decay
+from workbench.measure.stats import pair_bootstrap
 
 
 def utility_drop_table(sweep: pd.DataFrame, displacement: pd.DataFrame, hook: str) -> pd.DataFrame:
@@ -45,19 +46,22 @@ def correlation_with_interval(
         "spearman": float(spearmanr(table[x], table[y])[0]),
         "n_rows": len(table),
     }
-    rng = np.random.default_rng(seed)
-    groups = {pid: rows for pid, rows in table.groupby("pair_id")}
-    ids = list(groups)
-    samples: dict[str, list[float]] = {"pearson": [], "spearman": []}
-    for _ in range(n_bootstrap):
-        sample = pd.concat([groups[i] for i in rng.choice(ids, size=len(ids), replace=True)])
+    groups = [rows for _, rows in table.groupby("pair_id", sort=False)]
+
+    def correlations(chosen: np.ndarray) -> dict[str, float]:
+        sample = pd.concat([groups[i] for i in chosen])
         if sample[x].nunique() < 2 or sample[y].nunique() < 2:
-            continue
-        samples["pearson"].append(pearsonr(sample[x], sample[y])[0])
-        samples["spearman"].append(spearmanr(sample[x], sample[y])[0])
-    for name, values in samples.items():
-        result[f"{name}_low"] = float(np.nanpercentile(values, 2.5))
-        result[f"{name}_high"] = float(np.nanpercentile(values, 97.5))
+            return {}
+        return {
+            "pearson": float(pearsonr(sample[x], sample[y])[0]),
+            "spearman": float(spearmanr(sample[x], sample[y])[0]),
+        }
+
+    intervals = pair_bootstrap(
+        len(groups), correlations, ["pearson", "spearman"], n_bootstrap, seed
+    )
+    for name, (low, high) in intervals.items():
+        result[f"{name}_low"], result[f"{name}_high"] = low, high
     return result
 
 

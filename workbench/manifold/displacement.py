@@ -33,7 +33,7 @@ from workbench.errors import ConfigError
 from workbench.hooks.names import hook_layer
 from workbench.manifold.estimator import ActivationManifold
 from workbench.measure.sweeps import row_keys
-from workbench.models.loading import model_provenance
+from workbench.models.loading import model_device, model_provenance
 from workbench.steering.forms import Intervention, TokenRoles, steering
 
 
@@ -66,7 +66,7 @@ def displacement_table(
             )
     directions = dict(directions or {})
     units = {h: (v / v.norm()).double().cpu() for h, v in directions.items()}
-    device = next(model.parameters()).device
+    device = model_device(model)
     prepend_bos = model_provenance(model).prepend_bos
     rows = []
     steps = [(s, i) for s in sides for i in range(0, len(pairs), batch_size)]

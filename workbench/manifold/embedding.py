@@ -23,7 +23,7 @@ from torch import Tensor
 from workbench.data.encoding import encode_pairs, encode_texts
 from workbench.data.pairs import ContrastPair
 from workbench.directions.capture import run_batch_with_cache
-from workbench.models.loading import model_provenance
+from workbench.models.loading import model_device, model_provenance
 from workbench.steering.forms import Intervention, TokenRoles, steering
 
 
@@ -47,7 +47,7 @@ def steered_answer_states(
 ) -> tuple[dict[float, np.ndarray], list[str]]:
     """Answer-token states at the intervention's output hook for each m, and hover labels."""
     hook = intervention.hook_names[1]
-    device = next(model.parameters()).device
+    device = model_device(model)
     batch = encode_pairs(
         model.tokenizer, list(pairs), side, prepend_bos=model_provenance(model).prepend_bos
     ).to(device)
@@ -122,7 +122,7 @@ def token_projections(
     """(tokens, projection of each token's state at ``hook`` on the unit ``direction``) per text."""
     unit = torch.as_tensor(np.asarray(direction), dtype=torch.float64)
     unit = unit / unit.norm()
-    device = next(model.parameters()).device
+    device = model_device(model)
     batch = encode_texts(
         model.tokenizer, list(texts), prepend_bos=model_provenance(model).prepend_bos
     ).to(device)

@@ -28,7 +28,7 @@ from workbench.data.pairs import ContrastPair
 from workbench.directions.capture import run_batch_with_cache
 from workbench.errors import ConfigError
 from workbench.hooks.names import check_hook_names, stop_layer_for
-from workbench.models.loading import model_provenance
+from workbench.models.loading import model_device, model_provenance
 from workbench.steering.generation import generate
 
 
@@ -63,7 +63,7 @@ def token_activations(
     """
     hooks = check_hook_names(model, hooks)
     stop = stop_layer_for(hooks, model.cfg.n_layers)
-    device = next(model.parameters()).device
+    device = model_device(model)
     prepend_bos = model_provenance(model).prepend_bos
     parts: dict[str, list[Tensor]] = {h: [] for h in hooks}
     owners = []

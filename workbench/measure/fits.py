@@ -20,6 +20,7 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from workbench.errors import ConfigError, WorkbenchError
+from workbench.measure.stats import pair_bootstrap
 
 DECAY_PARAMS = ("m_plus", "L_plus", "p_plus", "m_minus", "L_minus", "p_minus")
 CURVE_PARAMS = {
@@ -273,25 +274,20 @@ def fit_sweep_curve(
 
 
 def _bootstrap(train, value, kind, n, seed, best) -> dict[str, tuple[float, float]]:
-    rng = np.random.default_rng(seed)
+    """Intervals of the fitted parameters and R² over pairs (refits warm-started at ``best``)."""
     ids = train["pair_id"].unique()
-    by_pair = {pid: rows for pid, rows in train.groupby("pair_id")}
-    samples: dict[str, list[float]] = {}
-    for _ in range(n):
-        chosen = rng.choice(ids, size=len(ids), replace=True)
-        resampled = pd.concat([by_pair[pid] for pid in chosen])
-        m, y, _ = per_m_means(resampled, value)
+    by_pair = [rows for _, rows in train.groupby("pair_id", sort=False)]
+    names = [*best, "r2"]
+
+    def refit(chosen: np.ndarray) -> dict[str, float]:
+        m, y, _ = per_m_means(pd.concat([by_pair[i] for i in chosen]), value)
         try:
             params, _ = fit_curve(m, y, kind, seed, warm_start=best)
         except ValueError:
-            continue
-        params = {**params, "r2": r_squared(y, curve(kind, m, params))}
-        for name, v in params.items():
-            samples.setdefault(name, []).append(v)
-    return {
-        name: (float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5)))
-        for name, v in samples.items()
-    }
+            return {}
+        return {**params, "r2": r_squared(y, curve(kind, m, params))}
+
+    return pair_bootstrap(len(ids), refit, names, n, seed)
 
 
 def fit_table(

@@ -13,9 +13,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from workbench.data.encoding import EncodedBatch, encode_pairs
+from workbench.data.encoding import encode_pairs
 from workbench.data.pairs import ContrastPair
-from workbench.models.loading import model_provenance
+from workbench.hooks.forward import logits_answer_logprob_sums
+from workbench.models.loading import model_device, model_provenance
 from workbench.steering.forms import Intervention, Multiplier, TokenRoles, steering
 
 
@@ -31,7 +32,7 @@ def answer_logprobs(
     """(summed log-prob of each pair's ``side`` answer, its number of tokens)."""
     pairs = list(pairs)
     prepend_bos = model_provenance(model).prepend_bos
-    device = next(model.parameters()).device
+    device = model_device(model)
     totals, lengths = [], []
     starts = range(0, len(pairs), batch_size)
     for start in tqdm(starts, desc=f"log P({side})", disable=not progress, leave=False):
@@ -48,20 +49,6 @@ def answer_logprobs(
                 attention_mask=batch.attention_mask,
                 position_ids=batch.position_ids,
             )
-        total, length = _answer_logprob(logits, batch)
-        totals.append(total.cpu())
-        lengths.append(length.cpu())
+        totals.append(logits_answer_logprob_sums(logits, batch).cpu())
+        lengths.append(batch.answer_mask.sum(-1).cpu())
     return torch.cat(totals), torch.cat(lengths)
-
-
-def _answer_logprob(
-    logits: Float[Tensor, "batch seq vocab"], batch: EncodedBatch
-) -> tuple[Float[Tensor, " batch"], Int[Tensor, " batch"]]:
-    """Sum over answer tokens of log P(token | everything before it)."""
-    targets = batch.answer_mask[:, 1:]
-    rows, cols = targets.nonzero(as_tuple=True)
-    predicting = logits[rows, cols].float().log_softmax(-1)  # only the answer positions
-    picked = predicting.gather(-1, batch.input_ids[rows, cols + 1].unsqueeze(-1)).squeeze(-1)
-    total = torch.zeros(logits.shape[0], dtype=torch.float32, device=logits.device)
-    total.index_add_(0, rows, picked)
-    return total, targets.sum(-1)

@@ -36,21 +36,14 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from workbench.data.encoding import encode_texts
 from workbench.data.pairs import ContrastPair, PairDataset
 from workbench.errors import ConfigError
-from workbench.hooks.forward import (
-    answer_logprob_sums,
-    final_normed_residual,
-    one_token_ids,
-    residual_before,
-    skipping_blocks_before,
-)
 from workbench.measure.log_odds import preference_utility
 from workbench.measure.scoring import answer_logprobs
 from workbench.models.loading import model_provenance
 from workbench.provenance import stable_hash
-from workbench.steering.forms import Intervention, TokenRoles, steering
+from workbench.steering.forms import Intervention
+from workbench.steering.paired import encode_paired, paired_logprobs, start_inputs
 
 ENGINE_VERSION = 2
 DEFAULT_GRID = (-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0)
@@ -211,82 +204,45 @@ def _grid(multipliers: Sequence[float]) -> tuple[float, ...]:
 
 @torch.no_grad()
 def _batch_losses(model, pairs, intervention, grid, max_rows, verify):
-    """Losses and lengths, each [len(grid), len(pairs)], for one batch of pairs.
-
-    Where both answers of every pair are one token, one forward of the prompt scores both
-    (P(A_p|q) and P(A_n|q) are read at the same position): half the work, same numbers.
-    """
-    single = one_token_ids(
-        model.tokenizer, [p.positive for p in pairs], [p.negative for p in pairs]
+    """Losses and lengths, each [len(grid), len(pairs)], for one batch of pairs (the paired
+    forward of :mod:`workbench.steering.paired`, chunks of multipliers batched together)."""
+    paired = encode_paired(
+        model,
+        [p.prompt for p in pairs],
+        [p.positive for p in pairs],
+        [p.negative for p in pairs],
+        labels=[(p.id, p.source) for p in pairs],
     )
-    device = next(model.parameters()).device
-    n = len(pairs)
-    sides = 1 if single is not None else 2
-    batch = encode_texts(
-        model.tokenizer,
-        [p.prompt for p in pairs] * sides,
-        ([p.positive for p in pairs] + [p.negative for p in pairs])[: sides * n],
-        prepend_bos=model_provenance(model).prepend_bos,
-        max_length=getattr(model.cfg, "n_ctx", None),
-        labels=(
-            [(p.id, p.source, "positive") for p in pairs]
-            + [(p.id, p.source, "negative") for p in pairs]
-        )[: sides * n],
-    ).to(device)
+    n, rows = len(pairs), paired.sides * len(pairs)  # forward rows per multiplier
     start = intervention.layer if intervention is not None else 0
-    inputs = (
-        batch.input_ids
-        if start == 0
-        else residual_before(
-            model, batch.input_ids, batch.attention_mask, batch.position_ids, start
-        )
-    )
-    rows = sides * n  # forward rows per multiplier
+    inputs = start_inputs(model, paired, start)
     per_chunk = max(1, max_rows // rows)
-    logprobs = torch.zeros(len(grid), 2 * n, dtype=torch.float64)
+    logprobs = torch.zeros(len(grid), 2, n, dtype=torch.float64)
     pushes = torch.zeros(len(grid), rows, dtype=torch.float64)
     for first in range(0, len(grid), per_chunk):
         chunk = grid[first : first + per_chunk]
-        tiled = batch.tile(len(chunk))
-        ms = torch.tensor(chunk, device=device).repeat_interleave(rows)
-        x = inputs.repeat(len(chunk), *([1] * (inputs.ndim - 1)))
-        kwargs = dict(attention_mask=tiled.attention_mask, position_ids=tiled.position_ids)
-        if start > 0:
-            kwargs["start_at_layer"] = start
-        steer = [(intervention, ms)] if intervention is not None else []
-        with steering(model, steer, TokenRoles.from_batch(tiled), record_push=True) as state:
-            if verify and first == 0 and start > 0:
-                reference = final_normed_residual(model, x, **kwargs)
-            with skipping_blocks_before(model, start):
-                normed = final_normed_residual(model, x, **kwargs)
-        if verify and first == 0 and start > 0:
-            gap = float((normed - reference).abs().max())
-            if gap > 1e-4 * max(1.0, float(reference.abs().max())):
-                raise RuntimeError(
-                    f"skipping blocks before {start} changed the result by {gap:.3g}; "
-                    "this architecture's blocks cannot be skipped (run with verify on and "
-                    "report it)"
-                )
-        if single is not None:  # both answers' log-probs from the one forward
-            other = torch.tensor(single, device=device).repeat(len(chunk))
-            both = answer_logprob_sums(model, normed, tiled, alternative=other)
-            total = both.view(2, len(chunk), n).transpose(0, 1)  # [m, side, pair]
-        else:
-            total = answer_logprob_sums(model, normed, tiled)
-        logprobs[first : first + len(chunk)] = total.reshape(len(chunk), 2 * n).double().cpu()
+        ms = torch.tensor(chunk, device=inputs.device).repeat_interleave(rows)
+        total, state = paired_logprobs(
+            model,
+            paired,
+            inputs,
+            intervention,
+            ms,
+            tiles=len(chunk),
+            record_push=True,
+            verify=verify and first == 0,
+        )
+        logprobs[first : first + len(chunk)] = total.double().cpu()
         if 0 in state.push:
             pushes[first : first + len(chunk)] = state.push[0].view(len(chunk), rows)
-    lengths = batch.answer_mask.sum(-1).cpu().numpy()
-    if single is not None:
-        lengths = np.concatenate([lengths, lengths])
-    loss_p, loss_n = -logprobs[:, :n].numpy(), -logprobs[:, n:].numpy()
+    lengths = paired.lengths().cpu().numpy()
     shape = (len(grid), n)
     return (
-        loss_p,
-        loss_n,
+        -logprobs[:, 0].numpy(),
+        -logprobs[:, 1].numpy(),
         np.broadcast_to(lengths[:n], shape),
         np.broadcast_to(lengths[n:], shape),
-        (pushes.view(len(grid), sides, n).mean(1)).numpy(),
+        (pushes.view(len(grid), paired.sides, n).mean(1)).numpy(),
     )
 
 

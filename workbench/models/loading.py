@@ -108,6 +108,11 @@ def load_model(
     return bridge
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device the model's parameters are on (where its inputs must go)."""
+    return next(model.parameters()).device
+
+
 def repair_cache_keyword(model: torch.nn.Module) -> list[RemovableHandle]:
     """Make the bridge's attention read the key-value cache transformers 5.x hands it.
 

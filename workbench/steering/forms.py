@@ -51,6 +51,7 @@ from workbench.data.encoding import EncodedBatch
 from workbench.errors import ConfigError
 from workbench.hooks.scoped import scoped_hooks
 from workbench.hooks.sites import DEFAULT_SITE, SiteScales, site_hooks, site_widths
+from workbench.models.loading import model_device
 
 POSITIONS: tuple[str, ...] = ("all", "prompt", "answer")
 Multiplier = float | Tensor  # a scalar, or one value per batch row
@@ -166,7 +167,7 @@ class Intervention(nn.Module):
         if scales is not None:
             scales.check(site, layer)
             kwargs.update(scale=scales.output, input_scale=scales.input)
-        device = next(model.parameters()).device
+        device = model_device(model)
         return cls(layer, d_in, d_out, site=site, positions=positions, **kwargs).to(device)
 
     @property

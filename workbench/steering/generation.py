@@ -29,7 +29,7 @@ from torch import Tensor
 
 from workbench.data.encoding import encode_texts
 from workbench.errors import ConfigError
-from workbench.models.loading import model_provenance, repair_cache_keyword
+from workbench.models.loading import model_device, model_provenance, repair_cache_keyword
 from workbench.steering.forms import Intervention, Multiplier, TokenRoles, steering
 
 
@@ -68,7 +68,7 @@ def generate_tokens(
     if do_sample and temperature <= 0:
         raise ConfigError(f"temperature must be > 0 when sampling, got {temperature}")
     tokenizer = model.tokenizer
-    device = next(model.parameters()).device
+    device = model_device(model)
     if use_cache:
         repair_cache_keyword(model)
     batch = encode_texts(

@@ -44,8 +44,9 @@ from workbench.hooks.sites import DEFAULT_SITE, SITES, SiteScales, site_hooks, s
 from workbench.manifold.estimator import ActivationManifold
 from workbench.manifold.valid import collect_valid_activations
 from workbench.measure import answer_bias
+from workbench.measure.stats import pair_bootstrap
 from workbench.measure.sweeps import SweepLabels, run_sweep
-from workbench.models.loading import model_provenance
+from workbench.models.loading import model_device, model_provenance
 from workbench.provenance import stable_hash
 from workbench.steering.forms import FORMS, SteeringVector, load_intervention
 from workbench.steering.projected import ManifoldProjection, ProjectedIntervention
@@ -321,7 +322,7 @@ def _trained(model, setting, form, fit, validation, training, config, out, progr
     path = out / "artefacts" / name if out is not None else None
     if path is not None and (path.parent / f"{name}.json").is_file():
         intervention, provenance = load_intervention(path)
-        intervention.to(next(model.parameters()).device)
+        intervention.to(model_device(model))
         details = provenance["details"]
         return intervention, (pd.DataFrame(details["epochs"]), pd.DataFrame(details["steps"]))
     torch.manual_seed(training.seed)
@@ -444,7 +445,6 @@ def summarise(
     has balanced accuracy, per-answer accuracy, the answer it gives most and how often, and a
     ``warning`` when its accuracy gain is explained by answer bias.
     """
-    rng = np.random.default_rng(seed)
     baseline = _unsteered_utility(sweeps)
     rows: list[dict[str, Any]] = []
     for concept, by_concept in sweeps.groupby("concept", sort=False):
@@ -453,7 +453,7 @@ def summarise(
         data, grid, answers = _per_pair_data(first)
         columns = _columns(grid, trained_m, baseline[concept] - utility_margin, answers)
         unsteered = _columns(grid, 0.0, columns.floor, answers)
-        row = _summary_row(concept, "none", "unsteered", first, data, unsteered, n_bootstrap, rng)
+        row = _summary_row(concept, "none", "unsteered", first, data, unsteered, n_bootstrap, seed)
         row["trained_m"] = 0.0
         rows.append(row)
         if answers.repeat:
@@ -462,11 +462,13 @@ def summarise(
             data, grid, answers = _per_pair_data(group)
             at = (chosen_m or {}).get((concept, form, method), trained_m)
             columns = _columns(grid, at, baseline[concept] - utility_margin, answers)
-            rows.append(_summary_row(concept, form, method, group, data, columns, n_bootstrap, rng))
+            rows.append(
+                _summary_row(concept, form, method, group, data, columns, n_bootstrap, seed)
+            )
     return pd.DataFrame(rows)
 
 
-def _summary_row(concept, form, method, group, data, columns, n_bootstrap, rng) -> dict[str, Any]:
+def _summary_row(concept, form, method, group, data, columns, n_bootstrap, seed) -> dict[str, Any]:
     pref, util = data["pref"], data["util"]
     answers = columns.answers
     grid = sorted(group["m"].unique().tolist())
@@ -480,7 +482,7 @@ def _summary_row(concept, form, method, group, data, columns, n_bootstrap, rng) 
         "n_pairs": pref.shape[0],
         "trained_m": at,
     }
-    row.update(_with_intervals(_statistics, data, columns, n_bootstrap, rng))
+    row.update(_with_intervals(_statistics, data, columns, n_bootstrap, seed))
     best_column = _best_within(pref, util, columns.positive, columns.floor)[1]
     row["best_m"] = grid[best_column] if best_column is not None else np.nan
     row["seed_sd_pref_odds"] = float(
@@ -550,7 +552,6 @@ def split_vs_sft(
     ``holds`` is the paper's claim at the trained m: preference higher (CI above 0) with
     utility equal or better (the utility difference's CI reaches 0 or above).
     """
-    rng = np.random.default_rng(seed)
     baseline = _unsteered_utility(sweeps)
     rows = []
     for (concept, form), group in sweeps.groupby(["concept", "form"], sort=False):
@@ -564,7 +565,7 @@ def split_vs_sft(
             for k in split
         }
         row: dict[str, Any] = {"concept": concept, "form": form, "trained_m": trained_m}
-        row.update(_with_intervals(_differences, data, columns, n_bootstrap, rng))
+        row.update(_with_intervals(_differences, data, columns, n_bootstrap, seed))
         row["holds"] = bool(row["d_pref_odds_low"] > 0 and row["d_util_odds_high"] >= 0)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -584,26 +585,19 @@ def _columns(grid: list[float], trained_m: float, floor: float, answers: _Answer
     )
 
 
-def _with_intervals(statistics, data, columns, n_bootstrap, rng) -> dict[str, float]:
-    """The statistics and their percentile 95% intervals over pairs resampled with replacement."""
+def _with_intervals(statistics, data, columns, n_bootstrap, seed) -> dict[str, float]:
+    """The statistics and their percentile 95% intervals over pairs (:func:`pair_bootstrap`)."""
     n = data["pref"].shape[0]
     data = {**data, "rows": np.arange(n)}
     point = statistics(data, columns)
-    samples: dict[str, list[float]] = {name: [] for name in point}
-    for _ in range(n_bootstrap):
-        rows = rng.integers(0, n, n)
-        resampled = {name: values[rows] for name, values in data.items()}
-        for name, value in statistics(resampled, columns).items():
-            samples[name].append(value)
+
+    def resampled(rows: np.ndarray) -> dict[str, float]:
+        return statistics({name: values[rows] for name, values in data.items()}, columns)
+
+    intervals = pair_bootstrap(n, resampled, list(point), n_bootstrap, seed)
     result: dict[str, float] = {}
     for name, value in point.items():
-        values = np.asarray(samples[name], dtype=float)
-        values = values[np.isfinite(values)]
-        low, high = (
-            (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5)))
-            if values.size and np.isfinite(value)
-            else (np.nan, np.nan)
-        )
+        low, high = intervals[name] if np.isfinite(value) else (np.nan, np.nan)
         result.update({name: value, f"{name}_low": low, f"{name}_high": high})
     return result
 

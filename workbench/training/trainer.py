@@ -34,23 +34,15 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from workbench.data.encoding import encode_texts
 from workbench.data.pairs import ContrastPair, PairDataset
 from workbench.data.pairs import validation_split as validation_split  # re-exported
 from workbench.errors import ConfigError
-from workbench.hooks.forward import (
-    answer_logprob_sums,
-    final_normed_residual,
-    one_token_ids,
-    residual_before,
-    skipping_blocks_before,
-)
-from workbench.hooks.scoped import scoped_hooks
 from workbench.measure.answer_bias import answers_repeat, balanced_accuracy
 from workbench.measure.log_odds import preference_utility
 from workbench.models.loading import model_provenance
 from workbench.provenance import Provenance
-from workbench.steering.forms import Intervention, TokenRoles, steering
+from workbench.steering.forms import Intervention, TokenRoles
+from workbench.steering.paired import encode_paired, paired_logprobs, start_inputs
 from workbench.steering.projected import ManifoldProjection, off_manifold_excess
 from workbench.training.objective import SplitObjective
 
@@ -255,33 +247,10 @@ def example_losses(
     Differentiable with respect to the intervention's parameters; the excess is 0 without a
     ``projection``.
     """
-    device = next(model.parameters()).device
-    n = len(examples)
-    single = one_token_ids(model.tokenizer, examples.preferred, examples.opposite)
-    sides = 1 if single is not None else 2  # one-token answers: one forward scores both
-    batch = encode_texts(
-        model.tokenizer,
-        examples.prompts * sides,
-        (examples.preferred + examples.opposite)[: sides * n],
-        prepend_bos=model_provenance(model).prepend_bos,
-        max_length=getattr(model.cfg, "n_ctx", None),
-    ).to(device)
+    paired = encode_paired(model, examples.prompts, examples.preferred, examples.opposite)
     layer = intervention.layer
-    with torch.no_grad():
-        inputs = (
-            batch.input_ids
-            if layer == 0
-            else residual_before(
-                model, batch.input_ids, batch.attention_mask, batch.position_ids, layer
-            )
-        )
-    kwargs: dict[str, Any] = dict(
-        attention_mask=batch.attention_mask, position_ids=batch.position_ids
-    )
-    if layer > 0:
-        kwargs["start_at_layer"] = layer
-    ms = torch.tensor(examples.m * sides, device=device, dtype=torch.float32)
-    roles = TokenRoles.from_batch(batch)
+    inputs = start_inputs(model, paired, layer)
+    ms = torch.tensor(examples.m * paired.sides, device=inputs.device, dtype=torch.float32)
     states: dict[str, Tensor] = {}
     out_hook = intervention.hook_names[1]
 
@@ -291,27 +260,20 @@ def example_losses(
 
         return record
 
-    before = [(out_hook, recorder("unsteered"))] if projection is not None else []
-    after = [(out_hook, recorder("steered"))] if projection is not None else []
-    with (
-        scoped_hooks(model, before),
-        steering(model, [(intervention, ms)], roles),
-        scoped_hooks(model, after),
-        skipping_blocks_before(model, layer),
-    ):
-        normed = final_normed_residual(model, inputs, **kwargs)
-    if single is not None:
-        alternative = torch.tensor(single, device=device)
-        logprob = answer_logprob_sums(model, normed, batch, alternative=alternative)
-    else:
-        logprob = answer_logprob_sums(model, normed, batch)
-    lengths = batch.answer_mask.sum(-1).to(logprob.dtype).repeat(3 - sides)
+    observe: tuple[list, list] = ([], [])
+    if projection is not None:
+        observe = ([(out_hook, recorder("unsteered"))], [(out_hook, recorder("steered"))])
+    logprob, _ = paired_logprobs(model, paired, inputs, intervention, ms, observe=observe)
+    logprob = logprob.reshape(-1)  # A_p of every example, then A_n
+    lengths = paired.lengths().to(logprob.dtype)
     loss = -logprob / lengths if length_normalise else -logprob
     excess = logprob.new_zeros(())
     if projection is not None:
+        roles = TokenRoles.from_batch(paired.batch)
         excess = off_manifold_excess(
             projection, states["unsteered"], states["steered"], roles.mask(intervention.positions)
         )
+    n = len(examples)
     return loss[:n], loss[n:], lengths[:n], lengths[n:], excess
 
 
