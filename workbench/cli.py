@@ -17,6 +17,7 @@ from pathlib import Path
 
 from workbench.data.concepts import DEFAULT_CONCEPT, shipped_concepts
 from workbench.errors import ConfigError, WorkbenchError
+from workbench.hooks.names import check_layer, mlp_output, resid_post
 from workbench.models.packaged import DEFAULT_MODEL
 
 
@@ -125,11 +126,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _check_layer(args: argparse.Namespace, model) -> None:
-    if args.layer is not None and not 0 <= args.layer < model.cfg.n_layers:
-        raise ConfigError(
-            f"--layer {args.layer} is out of range: {args.model} has blocks "
-            f"0..{model.cfg.n_layers - 1}"
-        )
+    if args.layer is not None:
+        check_layer(model, args.layer, "--layer")
 
 
 def _baseline(args: argparse.Namespace) -> int:
@@ -273,7 +271,7 @@ def _manifold(args: argparse.Namespace) -> int:
             for h in hooks
         }
         direction = extract_direction(
-            model, pairs.train, layer, hook=f"blocks.{layer}.mlp.out.hook_out", seed=args.seed
+            model, pairs.train, layer, hook=mlp_output(layer), seed=args.seed
         )
         vector = SteeringVector.for_model(model, layer, site="mlp_out", vector=direction.vector)
         analysed = pairs if args.split == "all" else pairs.filter(lambda p: p.split == args.split)
@@ -288,7 +286,7 @@ def _manifold(args: argparse.Namespace) -> int:
             method="diff_of_means",
         )
         tables.append(table)
-        own = f"blocks.{layer}.hook_resid_post"
+        own = resid_post(layer)
         drops = utility_drop_table(sweep, table, own)
         off = correlation_with_interval(drops, "off_manifold", "utility_drop", seed=args.seed)
         on = correlation_with_interval(drops, "on_manifold", "utility_drop", seed=args.seed)

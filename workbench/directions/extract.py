@@ -37,7 +37,7 @@ from workbench.artefacts import load_artefact, save_artefact
 from workbench.data.pairs import ContrastPair, PairDataset
 from workbench.directions.capture import ActivationSet, capture_activations
 from workbench.errors import ConfigError, HookNameError
-from workbench.hooks.names import hook_layer
+from workbench.hooks.names import hook_layer, resid_post
 from workbench.models.loading import model_provenance
 from workbench.provenance import Provenance
 
@@ -236,7 +236,7 @@ def direction_from_activations(
     layer = hook_layer(hook)
     if layer is None:
         raise ConfigError(f"hook {hook!r} is not inside a block")
-    resid = f"blocks.{layer}.hook_resid_post"
+    resid = resid_post(layer)
     if resid not in acts.activations:
         raise HookNameError(
             f"activations need {resid!r} for the typical norm; captured {acts.hook_names}"
@@ -264,7 +264,7 @@ def extract_direction(
 ) -> ConceptDirection:
     """Capture activations of ``pairs`` and extract a direction at ``hook`` (default: the
     residual stream after block ``layer``)."""
-    resid = f"blocks.{layer}.hook_resid_post"
+    resid = resid_post(layer)
     hook = hook or resid
     hooks = [resid] if hook == resid else [hook, resid]
     acts = capture_activations(

@@ -29,6 +29,7 @@ from workbench.data.pairs import PairDataset, validation_split
 from workbench.directions.capture import ActivationSet, capture_activations
 from workbench.directions.extract import EXTRACTORS, paired_rows
 from workbench.errors import ConfigError
+from workbench.hooks.names import resid_post
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def layer_sweep(
     unknown = [m for m in methods if m not in EXTRACTORS]
     if unknown:
         raise ConfigError(f"unknown direction methods {unknown}; choose from {list(EXTRACTORS)}")
-    hooks = [f"blocks.{layer}.hook_resid_post" for layer in layers]
+    hooks = [resid_post(layer) for layer in layers]
     capture = dict(position_rule=position_rule, batch_size=batch_size, progress=progress)
     train = capture_activations(model, fit, hooks, **capture)
     test = capture_activations(model, validation, hooks, **capture)

@@ -1,4 +1,8 @@
-"""Check hook names against a model and find the layer a hook belongs to."""
+"""The hook names the workbench uses, checked against a model, and the layer a hook belongs to.
+
+Every TransformerBridge hook name the package builds comes from the functions here, so a renamed
+hook upstream is one edit.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,37 @@ from collections.abc import Iterable
 from workbench.errors import ConfigError, HookNameError
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
+
+
+def resid_post(layer: int) -> str:
+    """The residual stream after block ``layer`` (the block output)."""
+    return f"blocks.{layer}.hook_resid_post"
+
+
+def mlp_hidden(layer: int) -> str:
+    """The MLP's hidden activation h_mid: the input of block ``layer``'s down-projection."""
+    return f"blocks.{layer}.mlp.out.hook_in"
+
+
+def mlp_output(layer: int) -> str:
+    """The output of block ``layer``'s down-projection (before any post-MLP norm)."""
+    return f"blocks.{layer}.mlp.out.hook_out"
+
+
+def last_resid_post(model) -> str:
+    """The residual stream after the model's last block."""
+    return resid_post(model.cfg.n_layers - 1)
+
+
+def check_layer(model, layer: int, label: str = "layer") -> int:
+    """Return ``layer`` if the model has that block, else raise a :class:`ConfigError` naming
+    ``label`` (e.g. ``--layer``) and the blocks there are."""
+    n_layers = model.cfg.n_layers
+    if not isinstance(layer, int) or not 0 <= layer < n_layers:
+        raise ConfigError(
+            f"{label} {layer} is out of range: the model has blocks 0..{n_layers - 1}"
+        )
+    return layer
 
 
 def hook_layer(name: str) -> int | None:

@@ -27,7 +27,7 @@ from workbench.data.concepts import neutral_sentences
 from workbench.data.encoding import encode_texts
 from workbench.directions.capture import run_batch_with_cache
 from workbench.errors import ConfigError
-from workbench.hooks.names import stop_layer_for
+from workbench.hooks.names import check_layer, mlp_hidden, mlp_output, resid_post, stop_layer_for
 from workbench.models.loading import model_device, model_provenance
 
 SITES: tuple[str, ...] = ("block", "mlp_out", "resid")
@@ -37,11 +37,11 @@ DEFAULT_SITE = "block"
 def site_hooks(site: str, layer: int) -> tuple[str, str]:
     """(input hook, output hook) of a site at a block."""
     if site == "block":
-        return f"blocks.{layer}.mlp.out.hook_in", f"blocks.{layer}.hook_resid_post"
+        return mlp_hidden(layer), resid_post(layer)
     if site == "mlp_out":
-        return f"blocks.{layer}.mlp.out.hook_in", f"blocks.{layer}.mlp.out.hook_out"
+        return mlp_hidden(layer), mlp_output(layer)
     if site == "resid":
-        return (f"blocks.{layer}.hook_resid_post",) * 2
+        return (resid_post(layer),) * 2
     raise ConfigError(f"unknown site {site!r}; choose one of {SITES}")
 
 
@@ -100,10 +100,7 @@ def site_scales(
 
     Results are cached per model object, site, layer and ``n_texts``.
     """
-    if not 0 <= layer < model.cfg.n_layers:
-        raise ConfigError(
-            f"layer {layer} is out of range: the model has blocks 0..{model.cfg.n_layers - 1}"
-        )
+    check_layer(model, layer)
     key = (site, layer, n_texts)
     cached = _CACHE.setdefault(model, {})
     if key in cached:

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from workbench.data.encoding import encode_pairs
 from workbench.data.pairs import ContrastPair
 from workbench.errors import ConfigError
-from workbench.hooks.names import hook_layer
+from workbench.hooks.names import hook_layer, resid_post
 from workbench.manifold.estimator import ActivationManifold
 from workbench.measure.sweeps import row_keys
 from workbench.models.loading import model_device, model_provenance
@@ -39,7 +39,7 @@ from workbench.steering.forms import Intervention, TokenRoles, steering
 
 def downstream_hooks(model, layer: int) -> list[str]:
     """Residual-stream hooks of ``layer`` and every later block."""
-    return [f"blocks.{i}.hook_resid_post" for i in range(layer, model.cfg.n_layers)]
+    return [resid_post(i) for i in range(layer, model.cfg.n_layers)]
 
 
 @torch.no_grad()

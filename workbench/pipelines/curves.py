@@ -11,6 +11,7 @@ import pandas as pd
 from workbench.data.concepts import load_concept
 from workbench.directions.extract import extract_direction
 from workbench.directions.layer_sweep import layer_sweep
+from workbench.hooks.names import mlp_output
 from workbench.measure.fits import (
     FlatCurveError,
     breakdown_multiplier,
@@ -47,7 +48,7 @@ def concept_curves(
         layer = layer_sweep(
             model, pairs, methods=("diff_of_means",), progress=False
         ).recommended_layer
-    hook = f"blocks.{layer}.mlp.out.hook_out" if site == "mlp_out" else None
+    hook = mlp_output(layer) if site == "mlp_out" else None
     direction = extract_direction(model, pairs.train, layer, hook=hook, seed=seed)
     vector = SteeringVector.for_model(model, layer, site=site, vector=direction.vector)
     labels = SweepLabels(method="diff_of_means", seed=seed)

@@ -35,6 +35,7 @@ from workbench.directions.capture import capture_activations
 from workbench.directions.extract import direction_from_activations
 from workbench.directions.layer_sweep import layer_sweep
 from workbench.errors import ConfigError
+from workbench.hooks.names import check_layer, last_resid_post, resid_post
 from workbench.hooks.sites import DEFAULT_SITE, SITES, site_hooks, site_scales
 from workbench.manifold.displacement import displacement_table, measured_validity
 from workbench.manifold.embedding import activation_shift, token_projections
@@ -141,11 +142,8 @@ def run_study(
     concept = pairs.name or (pairs.concepts[0] if pairs.concepts else "concept")
     if not pairs.train or not pairs.test:
         raise ConfigError(f"{concept}: the study needs pairs in both the train and test splits")
-    if settings.layer is not None and not 0 <= settings.layer < model.cfg.n_layers:
-        raise ConfigError(
-            f"layer {settings.layer} is out of range: the model has blocks "
-            f"0..{model.cfg.n_layers - 1}"
-        )
+    if settings.layer is not None:
+        check_layer(model, settings.layer)
     style = resolve_prompt_style(model, pairs, settings.prompt_style)
     pairs = format_prompts(model, pairs, style)
     stages = tqdm(total=8, desc="study", disable=not progress)
@@ -163,7 +161,7 @@ def run_study(
         layer = sweep.recommended_layer
         tables["layer_sweep"] = sweep.table
     hook = site_hooks(settings.site, layer)[1]
-    last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    last = last_resid_post(model)
     stages.update()
 
     stage("valid manifold")
@@ -322,7 +320,7 @@ def run_study(
 def _diffmean_vector(model, train, layer: int, settings: StudySettings) -> SteeringVector:
     """The answer-balanced DiffMean at the study's site, in units of the typical norm."""
     hook = site_hooks(settings.site, layer)[1]
-    resid = f"blocks.{layer}.hook_resid_post"
+    resid = resid_post(layer)
     acts = capture_activations(model, train, list(dict.fromkeys([hook, resid])), progress=False)
     direction = direction_from_activations(acts, hook, "balanced_diff_of_means", settings.seed)
     scales = site_scales(model, settings.site, layer)
@@ -349,7 +347,7 @@ def _layer_sweeps(model, train, test, chosen, settings, out, progress) -> pd.Dat
     spaced = np.linspace(0, n_layers - 1, settings.heatmap_layers).round().astype(int).tolist()
     layers = sorted(set(spaced) | {chosen})
     hooks = {layer: site_hooks(settings.site, layer)[1] for layer in layers}
-    resids = [f"blocks.{layer}.hook_resid_post" for layer in layers]
+    resids = [resid_post(layer) for layer in layers]
     acts = capture_activations(
         model, train, list(dict.fromkeys([*hooks.values(), *resids])), progress=False
     )

@@ -49,6 +49,7 @@ from torch import Tensor, nn
 from workbench.artefacts import load_artefact, save_artefact
 from workbench.data.encoding import EncodedBatch
 from workbench.errors import ConfigError
+from workbench.hooks.names import check_layer
 from workbench.hooks.scoped import scoped_hooks
 from workbench.hooks.sites import DEFAULT_SITE, SiteScales, site_hooks, site_widths
 from workbench.models.loading import model_device
@@ -159,10 +160,7 @@ class Intervention(nn.Module):
         ``scales`` (from :func:`workbench.hooks.sites.site_scales`) sets the units; without
         them the parameters are in raw activation units.
         """
-        if not 0 <= layer < model.cfg.n_layers:
-            raise ConfigError(
-                f"layer {layer} is out of range: the model has blocks 0..{model.cfg.n_layers - 1}"
-            )
+        check_layer(model, layer)
         d_in, d_out = site_widths(model, site)
         if scales is not None:
             scales.check(site, layer)
@@ -180,11 +178,7 @@ class Intervention(nn.Module):
 
     def check_model(self, model) -> None:
         """Raise a clear error if this intervention does not fit ``model``."""
-        if self.layer >= model.cfg.n_layers:
-            raise ConfigError(
-                f"{self.form} at layer {self.layer}, but the model has blocks "
-                f"0..{model.cfg.n_layers - 1}"
-            )
+        check_layer(model, self.layer, f"{self.form} at layer")
         d_in, d_out = site_widths(model, self.site)
         if (d_in, d_out) != (self.d_in, self.d_out):
             raise ConfigError(

@@ -40,6 +40,7 @@ from workbench.directions.capture import capture_activations
 from workbench.directions.extract import direction_from_activations
 from workbench.directions.layer_sweep import layer_sweep
 from workbench.errors import ConfigError
+from workbench.hooks.names import resid_post
 from workbench.hooks.sites import DEFAULT_SITE, SITES, SiteScales, site_hooks, site_scales
 from workbench.manifold.estimator import ActivationManifold
 from workbench.manifold.valid import collect_valid_activations
@@ -259,7 +260,7 @@ def _interventions(model, setting: _Setting, fit, validation, config, out, progr
     hook = site_hooks(config.site, layer)[1]
     where = dict(site=config.site, positions=config.positions)
     if wanted & set(VECTOR_ONLY) and "vector" in config.forms:
-        resid = f"blocks.{layer}.hook_resid_post"
+        resid = resid_post(layer)
         acts = capture_activations(
             model,
             fit,
