@@ -17,7 +17,7 @@ from pathlib import Path
 
 from workbench.data.concepts import DEFAULT_CONCEPT, shipped_concepts
 from workbench.errors import ConfigError, WorkbenchError
-from workbench.hooks.names import check_layer, mlp_output, resid_post
+from workbench.hooks.names import check_layer, resid_post
 from workbench.models.packaged import DEFAULT_MODEL
 
 
@@ -241,7 +241,7 @@ def _manifold(args: argparse.Namespace) -> int:
     from workbench.measure.fits import FlatCurveError, fit_sweep_curve
     from workbench.models.loading import load_model
     from workbench.pipelines.curves import DEFAULT_CURVE_GRID, concept_curves
-    from workbench.steering.forms import SteeringVector
+    from workbench.steering.concept_vectors import concept_vector
 
     if args.split not in ("train", "test", "all"):
         raise ConfigError(f"--split must be train, test or all, got {args.split!r}")
@@ -270,10 +270,9 @@ def _manifold(args: argparse.Namespace) -> int:
             )
             for h in hooks
         }
-        direction = extract_direction(
-            model, pairs.train, layer, hook=mlp_output(layer), seed=args.seed
+        vector = concept_vector(
+            model, pairs.train, layer, site="mlp_out", normalise=False, seed=args.seed
         )
-        vector = SteeringVector.for_model(model, layer, site="mlp_out", vector=direction.vector)
         analysed = pairs if args.split == "all" else pairs.filter(lambda p: p.split == args.split)
         resid = extract_direction(model, pairs.train, layer, seed=args.seed)
         table = displacement_table(

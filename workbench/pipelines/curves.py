@@ -9,9 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from workbench.data.concepts import load_concept
-from workbench.directions.extract import extract_direction
 from workbench.directions.layer_sweep import layer_sweep
-from workbench.hooks.names import mlp_output
 from workbench.measure.fits import (
     FlatCurveError,
     breakdown_multiplier,
@@ -19,7 +17,7 @@ from workbench.measure.fits import (
     preference_regimes,
 )
 from workbench.measure.sweeps import SweepLabels, run_sweep
-from workbench.steering.forms import SteeringVector
+from workbench.steering.concept_vectors import concept_vector
 
 PAPER_R2 = {"preference": 0.95, "utility": 0.97}
 DEFAULT_CURVE_GRID = (-16.0, -8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0, 16.0)
@@ -48,9 +46,7 @@ def concept_curves(
         layer = layer_sweep(
             model, pairs, methods=("diff_of_means",), progress=False
         ).recommended_layer
-    hook = mlp_output(layer) if site == "mlp_out" else None
-    direction = extract_direction(model, pairs.train, layer, hook=hook, seed=seed)
-    vector = SteeringVector.for_model(model, layer, site=site, vector=direction.vector)
+    vector = concept_vector(model, pairs.train, layer, site=site, normalise=False, seed=seed)
     labels = SweepLabels(method="diff_of_means", seed=seed)
     table = run_sweep(
         model, pairs, vector, multipliers, labels=labels, cache_dir=cache_dir, batch_size=batch_size

@@ -31,12 +31,10 @@ from tqdm.auto import tqdm
 
 from workbench.data.chat import PROMPT_STYLES, format_prompts, resolve_prompt_style
 from workbench.data.pairs import PairDataset
-from workbench.directions.capture import capture_activations
-from workbench.directions.extract import direction_from_activations
 from workbench.directions.layer_sweep import layer_sweep
 from workbench.errors import ConfigError
-from workbench.hooks.names import check_layer, last_resid_post, resid_post
-from workbench.hooks.sites import DEFAULT_SITE, SITES, site_hooks, site_scales
+from workbench.hooks.names import check_layer, last_resid_post
+from workbench.hooks.sites import DEFAULT_SITE, SITES, site_hooks
 from workbench.manifold.displacement import displacement_table, measured_validity
 from workbench.manifold.embedding import activation_shift, token_projections
 from workbench.manifold.estimator import ActivationManifold
@@ -54,6 +52,7 @@ from workbench.report.figures import (
     training_figure,
 )
 from workbench.report.html import Report
+from workbench.steering.concept_vectors import DEFAULT_EXTRACTOR, concept_vector, concept_vectors
 from workbench.steering.forms import FORMS, SteeringVector
 from workbench.steering.generation import generate
 from workbench.steering.projected import ManifoldProjection
@@ -319,12 +318,7 @@ def run_study(
 
 def _diffmean_vector(model, train, layer: int, settings: StudySettings) -> SteeringVector:
     """The answer-balanced DiffMean at the study's site, in units of the typical norm."""
-    hook = site_hooks(settings.site, layer)[1]
-    resid = resid_post(layer)
-    acts = capture_activations(model, train, list(dict.fromkeys([hook, resid])), progress=False)
-    direction = direction_from_activations(acts, hook, "balanced_diff_of_means", settings.seed)
-    scales = site_scales(model, settings.site, layer)
-    return SteeringVector.along(model, layer, direction.vector, scales, site=settings.site)
+    return concept_vector(model, train, layer, site=settings.site, seed=settings.seed)
 
 
 def _fits(sweeps: pd.DataFrame) -> pd.DataFrame:
@@ -346,18 +340,10 @@ def _layer_sweeps(model, train, test, chosen, settings, out, progress) -> pd.Dat
     n_layers = model.cfg.n_layers
     spaced = np.linspace(0, n_layers - 1, settings.heatmap_layers).round().astype(int).tolist()
     layers = sorted(set(spaced) | {chosen})
-    hooks = {layer: site_hooks(settings.site, layer)[1] for layer in layers}
-    resids = [resid_post(layer) for layer in layers]
-    acts = capture_activations(
-        model, train, list(dict.fromkeys([*hooks.values(), *resids])), progress=False
-    )
+    vectors = concept_vectors(model, train, layers, site=settings.site, seed=settings.seed)
     tables = []
     for layer in tqdm(layers, desc="layers", disable=not progress, leave=False):
-        direction = direction_from_activations(
-            acts, hooks[layer], "balanced_diff_of_means", settings.seed
-        )
-        scales = site_scales(model, settings.site, layer)
-        vector = SteeringVector.along(model, layer, direction.vector, scales, site=settings.site)
+        vector = vectors[layer, DEFAULT_EXTRACTOR]
         tables.append(
             run_sweep(
                 model,

@@ -36,11 +36,8 @@ import torch
 from workbench.data.chat import PROMPT_STYLES, format_prompts, resolve_prompt_style
 from workbench.data.concepts import load_concept
 from workbench.data.pairs import PairDataset, validation_split
-from workbench.directions.capture import capture_activations
-from workbench.directions.extract import direction_from_activations
 from workbench.directions.layer_sweep import layer_sweep
 from workbench.errors import ConfigError
-from workbench.hooks.names import resid_post
 from workbench.hooks.sites import DEFAULT_SITE, SITES, SiteScales, site_hooks, site_scales
 from workbench.manifold.estimator import ActivationManifold
 from workbench.manifold.valid import collect_valid_activations
@@ -49,7 +46,8 @@ from workbench.measure.stats import pair_bootstrap
 from workbench.measure.sweeps import SweepLabels, run_sweep
 from workbench.models.loading import model_device, model_provenance
 from workbench.provenance import stable_hash
-from workbench.steering.forms import FORMS, SteeringVector, load_intervention
+from workbench.steering.concept_vectors import DEFAULT_EXTRACTOR, concept_vectors
+from workbench.steering.forms import FORMS, load_intervention
 from workbench.steering.projected import ManifoldProjection, ProjectedIntervention
 from workbench.training.objective import SplitObjective
 from workbench.training.trainer import TrainingConfig, train_intervention
@@ -257,28 +255,22 @@ def _interventions(model, setting: _Setting, fit, validation, config, out, progr
     """Yield (method, form, intervention, (epochs, steps) or None) for one concept and seed."""
     wanted = set(config.methods)
     layer, seed, scales = setting.layer, setting.seed, setting.scales
-    hook = site_hooks(config.site, layer)[1]
     where = dict(site=config.site, positions=config.positions)
     if wanted & set(VECTOR_ONLY) and "vector" in config.forms:
-        resid = resid_post(layer)
-        acts = capture_activations(
+        extractors = {"diff_of_means": DEFAULT_EXTRACTOR, "random": "random"}
+        chosen = [method for method in VECTOR_ONLY if method in wanted]
+        vectors = concept_vectors(
             model,
             fit,
-            list(dict.fromkeys([hook, resid])),
+            [layer],
+            methods=[extractors[method] for method in chosen],
+            normalise=scales is not None,
+            seed=seed,
             batch_size=config.batch_size,
-            progress=False,
+            **where,
         )
-        for method in VECTOR_ONLY:
-            if method in wanted:
-                extractor = "balanced_diff_of_means" if method == "diff_of_means" else method
-                direction = direction_from_activations(acts, hook, extractor, seed)
-                if scales is not None:
-                    vector = SteeringVector.along(model, layer, direction.vector, scales, **where)
-                else:
-                    vector = SteeringVector.for_model(
-                        model, layer, vector=direction.vector, **where
-                    )
-                yield method, "vector", vector, None
+        for method in chosen:
+            yield method, "vector", vectors[layer, extractors[method]], None
     for form in config.forms:
         base = TrainingConfig.paper(form) if config.recipe == "paper" else config.training
         objectives = {"sft": SplitObjective.sft(), "split": base.objective}
