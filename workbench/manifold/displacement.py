@@ -24,7 +24,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+from torch.distributions import Categorical
 from tqdm.auto import tqdm
 
 from workbench.data.encoding import encode_pairs
@@ -88,8 +90,10 @@ def displacement_table(
             with steering(model, [(intervention, float(m))], roles):
                 logits, steered = model.run_with_cache(batch.input_ids, **forward)
             logprobs = logits[batch.answer_mask].double().log_softmax(-1)
-            kl = (logprobs.exp() * (logprobs - base_logprobs)).sum(-1).cpu().numpy()
-            entropy = -(logprobs.exp() * logprobs).sum(-1).cpu().numpy()
+            # KL(steered || unsteered) of the next-token distributions, and the steered entropy
+            kl = F.kl_div(base_logprobs, logprobs, log_target=True, reduction="none").sum(-1)
+            entropy = Categorical(logits=logprobs).entropy()
+            kl, entropy = kl.cpu().numpy(), entropy.cpu().numpy()
             per_token = {"kl_from_unsteered": kl, "entropy": entropy}
             for hook in hooks:
                 h = steered[hook][batch.answer_mask].double().cpu()

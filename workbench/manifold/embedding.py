@@ -13,6 +13,7 @@ concept direction, for coloured-text views.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -59,8 +60,8 @@ def steered_answer_states(
         states[float(m)] = cache[hook][mask].double().cpu().numpy()
     rows, cols = mask.nonzero(as_tuple=True)
     hover = [
-        f"{html_safe(pairs[int(r)].prompt)} ⟶ <b>"
-        f"{html_safe(model.tokenizer.decode([int(batch.input_ids[r, c])]))}</b>"
+        f"{html.escape(pairs[int(r)].prompt)} ⟶ <b>"
+        f"{html.escape(model.tokenizer.decode([int(batch.input_ids[r, c])]))}</b>"
         for r, c in zip(rows.tolist(), cols.tolist())
     ]
     return states, hover
@@ -136,8 +137,3 @@ def token_projections(
         tokens.append([model.tokenizer.decode([i]) for i in ids])
         values.append((cache[hook][row][mask].double().cpu() @ unit).numpy())
     return tokens, values
-
-
-def html_safe(text: str) -> str:
-    """Escape text for plotly hover labels (which read a subset of HTML)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
+from sklearn.metrics import r2_score
 
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.measure.stats import pair_bootstrap
@@ -56,11 +57,11 @@ def continuity_gap(params: dict[str, float]) -> float:
 
 
 def r_squared(y: np.ndarray, prediction: np.ndarray) -> float:
-    """1 - SS_res / SS_tot; NaN when y is constant (R² is undefined there)."""
+    """R² (scikit-learn's ``r2_score``); NaN when y is constant, where R² is undefined."""
     total = float(((y - y.mean()) ** 2).sum())
     if total <= 1e-12 * max(1.0, float((y**2).sum())):
         return float("nan")
-    return 1.0 - float(((y - prediction) ** 2).sum()) / total
+    return float(r2_score(y, prediction))
 
 
 @dataclass

@@ -45,6 +45,7 @@ from workbench.steering.forms import Intervention, TokenRoles
 from workbench.steering.paired import encode_paired, paired_logprobs, start_inputs
 from workbench.steering.projected import ManifoldProjection, off_manifold_excess
 from workbench.training.objective import SplitObjective
+from workbench.training.optim import linear_schedule
 
 DEFAULT_LEARNING_RATES = {"vector": 0.08, "lora": 0.02, "local_weight": 0.02}
 SELECTIONS = ("auto", "objective", "accuracy", "balanced_accuracy")
@@ -310,9 +311,7 @@ def train_intervention(
         weight_decay=config.weight_decay,
     )
     warmup = round(config.warmup_fraction * total_steps)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda step: _linear_schedule(step, warmup, total_steps)
-    )
+    schedule = linear_schedule(optimiser, warmup, total_steps)
     penalty_projection = projection if config.off_manifold_penalty > 0 else None
 
     step_rows: list[dict[str, Any]] = []
@@ -471,12 +470,6 @@ def _improves(score: tuple[float, float], best: tuple[float, float], min_delta: 
     if score[0] > best[0] + min_delta:
         return True
     return score[0] >= best[0] and score[1] > best[1] and not score[0] > best[0] + min_delta
-
-
-def _linear_schedule(step: int, warmup: int, total: int) -> float:
-    if step < warmup:
-        return (step + 1) / (warmup + 1)
-    return max(0.0, (total - step) / max(1, total - warmup))
 
 
 @contextmanager
