@@ -64,7 +64,8 @@ def visit(html: Path, screenshot: Path, timeout: float = 90.0) -> PageVisit:
     binary = chromium_binary()
     if binary is None:
         raise FileNotFoundError("no chromium binary on PATH (install Debian's chromium)")
-    with tempfile.TemporaryDirectory() as profile:
+    # chromium's helper processes may still write to the profile as it exits
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         process = subprocess.Popen(
             [
                 binary,

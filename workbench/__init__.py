@@ -61,9 +61,9 @@ _EXPORTS: dict[str, str] = {
     "SteeringVector": "workbench.steering.forms",
     "LoRAUpdate": "workbench.steering.forms",
     "LocalWeightUpdate": "workbench.steering.forms",
-    "TokenRoles": "workbench.steering.forms",
-    "steering": "workbench.steering.forms",
-    "load_intervention": "workbench.steering.forms",
+    "TokenRoles": "workbench.steering.roles",
+    "steering": "workbench.steering.apply",
+    "load_intervention": "workbench.steering.io",
     "ProjectedIntervention": "workbench.steering.projected",
     "generate": "workbench.steering.generation",
     # measure
@@ -156,17 +156,12 @@ if TYPE_CHECKING:  # what a type checker and an editor see
     from workbench.models.packaged import DEFAULT_MODEL, PACKAGED_MODELS
     from workbench.pipelines.study import StudySettings, run_study
     from workbench.provenance import ModelProvenance, Provenance
-    from workbench.steering.forms import (
-        Intervention,
-        LocalWeightUpdate,
-        LoRAUpdate,
-        SteeringVector,
-        TokenRoles,
-        load_intervention,
-        steering,
-    )
+    from workbench.steering.apply import steering
+    from workbench.steering.forms import Intervention, LocalWeightUpdate, LoRAUpdate, SteeringVector
     from workbench.steering.generation import generate
+    from workbench.steering.io import load_intervention
     from workbench.steering.projected import ProjectedIntervention
+    from workbench.steering.roles import TokenRoles
     from workbench.training.comparison import ComparisonConfig, run_comparison
     from workbench.training.objective import SplitObjective
     from workbench.training.trainer import TrainingConfig, train_intervention

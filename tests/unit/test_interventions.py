@@ -9,14 +9,10 @@ from workbench.hooks.scoped import count_forward_hooks
 from workbench.hooks.sites import site_scales
 from workbench.models.loading import load_model
 from workbench.models.tiny import build_tiny_hf_model
-from workbench.steering.forms import (
-    LocalWeightUpdate,
-    LoRAUpdate,
-    SteeringVector,
-    TokenRoles,
-    load_intervention,
-    steering,
-)
+from workbench.steering.apply import steering
+from workbench.steering.forms import LocalWeightUpdate, LoRAUpdate, SteeringVector
+from workbench.steering.io import load_intervention
+from workbench.steering.roles import TokenRoles
 
 ARCHS = ["llama", "gemma3"]
 LAYER = 1

@@ -9,6 +9,7 @@ only from the wheel.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -23,8 +24,16 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("wheel")
+    # build from a clean copy: setuptools leaves build/ behind, and a stale one would be packed
+    source = tmp / "source"
+    for name in ("pyproject.toml", "README.md", "NOTICE"):
+        source.mkdir(exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
+    shutil.copytree(
+        ROOT / "workbench", source / "workbench", ignore=shutil.ignore_patterns("__pycache__")
+    )
     build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-    subprocess.run([*build, "-w", str(tmp), str(ROOT)], check=True, cwd=tmp)
+    subprocess.run([*build, "-w", str(tmp), str(source)], check=True, cwd=tmp)
     wheel = next(tmp.glob("steering_workbench-*.whl"))
     fresh = tmp / "env"
     venv.EnvBuilder(with_pip=False).create(fresh)

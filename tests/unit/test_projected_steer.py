@@ -7,12 +7,14 @@ import torch
 from workbench.data.encoding import encode_pairs
 from workbench.directions.capture import run_batch_with_cache
 from workbench.manifold.estimator import ActivationManifold
-from workbench.steering.forms import FORMS, TokenRoles, load_intervention
+from workbench.steering.forms import FORMS
+from workbench.steering.io import load_intervention
 from workbench.steering.projected import (
     ManifoldProjection,
     ProjectedIntervention,
     off_manifold_excess,
 )
+from workbench.steering.roles import TokenRoles
 from workbench.training.trainer import TrainingConfig, train_intervention
 
 LAYER = 1
@@ -130,3 +132,14 @@ def test_mismatched_widths_and_strengths_are_rejected(tiny_llama):
         ProjectedIntervention(inner, _fitted_projection(tiny_llama.cfg.d_model), strength=1.5)
     with pytest.raises(ValueError, match="not fitted"):
         ManifoldProjection.from_manifold(ActivationManifold())
+
+
+def test_a_projected_intervention_says_so_and_keeps_its_weight_form(tiny_llama):
+    from workbench.steering.forms import LoRAUpdate
+    from workbench.steering.projected import ManifoldProjection, ProjectedIntervention
+
+    inner = LoRAUpdate.for_model(tiny_llama, 1, rank=2)
+    subspace = ManifoldProjection(torch.eye(inner.d_out)[:3], torch.zeros(inner.d_out), 1.0)
+    projected = ProjectedIntervention(inner, subspace)
+    assert (projected.form, projected.label) == ("lora", "projected lora")
+    assert inner.label == "lora" and "projection" in projected.config()

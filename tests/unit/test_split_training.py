@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from workbench.data.encoding import encode_pairs
 from workbench.data.pairs import ContrastPair, PairDataset
 from workbench.models.loading import model_provenance
-from workbench.steering.forms import FORMS, SteeringVector, TokenRoles, load_intervention
+from workbench.steering.forms import FORMS, SteeringVector
+from workbench.steering.io import load_intervention
+from workbench.steering.roles import TokenRoles
 from workbench.training.objective import SplitObjective
 from workbench.training.trainer import (
     TrainingConfig,

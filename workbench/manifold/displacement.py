@@ -36,7 +36,9 @@ from workbench.hooks.names import hook_layer, resid_post
 from workbench.manifold.estimator import ActivationManifold
 from workbench.measure.sweeps import row_keys
 from workbench.models.loading import model_device, model_provenance
-from workbench.steering.forms import Intervention, TokenRoles, steering
+from workbench.steering.apply import steering
+from workbench.steering.forms import Intervention
+from workbench.steering.roles import TokenRoles
 
 
 def downstream_hooks(model, layer: int) -> list[str]:

@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass
 
 from workbench.data.pairs import ContrastPair
 from workbench.measure.scoring import answer_logprobs
-from workbench.steering.forms import Intervention, Multiplier
+from workbench.steering.apply import Multiplier
+from workbench.steering.forms import Intervention
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,9 @@ from workbench.data.encoding import encode_pairs
 from workbench.data.pairs import ContrastPair
 from workbench.hooks.forward import logits_answer_logprob_sums
 from workbench.models.loading import model_device, model_provenance
-from workbench.steering.forms import Intervention, Multiplier, TokenRoles, steering
+from workbench.steering.apply import Multiplier, steering
+from workbench.steering.forms import Intervention
+from workbench.steering.roles import TokenRoles
 
 
 @torch.no_grad()

@@ -36,48 +36,20 @@ and model, and learning rates carry across models. Both default to 1 (raw units)
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Float
 from torch import Tensor, nn
 
-from workbench.artefacts import load_artefact, save_artefact
-from workbench.data.encoding import EncodedBatch
+from workbench.artefacts import save_artefact
 from workbench.errors import ConfigError
 from workbench.hooks.names import check_layer
-from workbench.hooks.scoped import scoped_hooks
 from workbench.hooks.sites import DEFAULT_SITE, SiteScales, site_hooks, site_widths
 from workbench.models.loading import model_device
-
-POSITIONS: tuple[str, ...] = ("all", "prompt", "answer")
-Multiplier = float | Tensor  # a scalar, or one value per batch row
-
-
-@dataclass(frozen=True)
-class TokenRoles:
-    """Which positions of a batch are real, prompt and answer tokens (all ``[batch, seq]``)."""
-
-    real: Bool[Tensor, "batch seq"]
-    prompt: Bool[Tensor, "batch seq"]
-    answer: Bool[Tensor, "batch seq"]
-
-    @classmethod
-    def from_batch(cls, batch: EncodedBatch) -> TokenRoles:
-        return cls(batch.attention_mask.bool(), batch.prompt_mask, batch.answer_mask)
-
-    def mask(self, positions: str) -> Bool[Tensor, "batch seq"]:
-        if positions == "all":
-            return self.real
-        if positions == "prompt":
-            return self.prompt
-        if positions == "answer":
-            return self.answer
-        raise ConfigError(f"unknown positions {positions!r}; choose one of {POSITIONS}")
+from workbench.steering.apply import Multiplier, steering
+from workbench.steering.roles import POSITIONS, TokenRoles
 
 
 class Intervention(nn.Module):
@@ -169,6 +141,11 @@ class Intervention(nn.Module):
         return cls(layer, d_in, d_out, site=site, positions=positions, **kwargs).to(device)
 
     @property
+    def label(self) -> str:
+        """What to call it in messages and progress bars (``"lora"``, ``"projected lora"``)."""
+        return self.form
+
+    @property
     def hook_names(self) -> tuple[str, str]:
         return site_hooks(self.site, self.layer)
 
@@ -178,11 +155,11 @@ class Intervention(nn.Module):
 
     def check_model(self, model) -> None:
         """Raise a clear error if this intervention does not fit ``model``."""
-        check_layer(model, self.layer, f"{self.form} at layer")
+        check_layer(model, self.layer, f"{self.label} at layer")
         d_in, d_out = site_widths(model, self.site)
         if (d_in, d_out) != (self.d_in, self.d_out):
             raise ConfigError(
-                f"{self.form} maps {self.d_in} -> {self.d_out} at {self.hook_names[1]}, but the "
+                f"{self.label} maps {self.d_in} -> {self.d_out} at {self.hook_names[1]}, but the "
                 f"model's widths there are {d_in} -> {d_out}"
             )
 
@@ -341,124 +318,3 @@ class LocalWeightUpdate(Intervention):
 FORMS: dict[str, type[Intervention]] = {
     cls.form: cls for cls in (SteeringVector, LoRAUpdate, LocalWeightUpdate)
 }
-
-
-def load_intervention(path: str | Path) -> tuple[Intervention, dict[str, Any]]:
-    """Load an intervention saved by :meth:`Intervention.save`; returns it and its provenance."""
-    tensors, meta = load_artefact(path)
-    config = dict(meta["config"])
-    form = config.pop("form")
-    if form not in FORMS:
-        raise ConfigError(f"{path}: unknown intervention form {form!r}; known: {list(FORMS)}")
-    projection = config.pop("projection", None)
-    intervention = FORMS[form](**config)
-    if projection is not None:  # a ProjectedIntervention: the buffers come from the file
-        from workbench.steering.projected import ManifoldProjection, ProjectedIntervention
-
-        subspace = ManifoldProjection(
-            torch.zeros(projection["n_components"], intervention.d_out),
-            torch.zeros(intervention.d_out),
-            projection["scale"],
-        )
-        intervention = ProjectedIntervention(intervention, subspace, projection["strength"])
-    intervention.load_state_dict(tensors)
-    return intervention, meta.get("provenance", {})
-
-
-@dataclass
-class SteeringState:
-    """What the hooks read on every forward: the roles of the current tokens.
-
-    ``roles`` None means "no batch information": allowed only for interventions on all positions.
-    Generation loops replace ``roles`` between steps (prompt prefill, then one answer token).
-    With ``record_push``, every forward stores in ``push[i]`` the effective push of the i-th
-    intervention per batch row: the mean over steered positions of ``‖Δh‖ / ‖h‖``.
-    """
-
-    roles: TokenRoles | None = None
-    record_push: bool = False
-    push: dict[int, Tensor] = field(default_factory=dict)
-
-
-@contextmanager
-def steering(
-    model,
-    interventions: Sequence[tuple[Intervention, Multiplier]],
-    roles: TokenRoles | None = None,
-    *,
-    record_push: bool = False,
-) -> Iterator[SteeringState]:
-    """Apply several interventions at once; hooks are removed at exit, also on error.
-
-    Interventions at the MLP site read the unmodified ``h_in`` and add to the output, so they
-    commute; at the residual site each reads the stream as it arrives (earlier ones applied).
-    """
-    state = SteeringState(roles, record_push)
-    hooks = []
-    for index, (intervention, m) in enumerate(interventions):
-        intervention.check_model(model)
-        if roles is None and intervention.positions != "all":
-            raise ConfigError(
-                f"{intervention.form} steers {intervention.positions!r} positions, which needs "
-                "token roles: pass roles=TokenRoles.from_batch(batch)"
-            )
-        hooks.extend(_hooks_for(intervention, m, state, index))
-    with scoped_hooks(model, hooks):
-        yield state
-
-
-def _hooks_for(intervention: Intervention, m: Multiplier, state: SteeringState, index: int):
-    in_name, out_name = intervention.hook_names
-    if isinstance(m, (int, float)) and m == 0:
-        return []  # exactly the unsteered model (its push is 0: not recorded)
-    captured: dict[str, Tensor] = {}
-
-    def remember_input(tensor: Tensor, *, hook) -> None:
-        captured["h_in"] = tensor
-
-    def add_update(tensor: Tensor, *, hook) -> Tensor:
-        if intervention.reads_input and in_name != out_name:
-            if "h_in" not in captured:
-                raise RuntimeError(f"{in_name} did not fire before {out_name}")
-            h_in = captured.pop("h_in")
-        else:
-            h_in = tensor
-        update = intervention.delta(h_in) * _as_multiplier(m, tensor)
-        mask = None
-        if state.roles is not None:
-            mask = state.roles.mask(intervention.positions)
-            if mask.shape != tensor.shape[:2]:
-                raise ConfigError(
-                    f"token roles have shape {tuple(mask.shape)} but {out_name} has "
-                    f"{tuple(tensor.shape[:2])} (batch, seq)"
-                )
-            update = update * mask.unsqueeze(-1).to(update.dtype)
-        if state.record_push:
-            state.push[index] = _push(update, tensor, mask)
-        return tensor + update
-
-    if in_name == out_name or not intervention.reads_input:
-        return [(out_name, add_update)]
-    return [(in_name, remember_input), (out_name, add_update)]
-
-
-def _push(update: Tensor, state: Tensor, mask: Tensor | None) -> Tensor:
-    """Per batch row, the mean over steered positions of ‖Δh‖ / ‖h‖ (detached, float64)."""
-    with torch.no_grad():
-        ratio = update.double().norm(dim=-1) / state.double().norm(dim=-1).clamp(min=1e-12)
-        if ratio.ndim == 1:  # a single position per row (e.g. one generation step)
-            return ratio.cpu()
-        weights = torch.ones_like(ratio) if mask is None else mask.to(ratio.dtype)
-        return ((ratio * weights).sum(-1) / weights.sum(-1).clamp(min=1.0)).cpu()
-
-
-def _as_multiplier(m: Multiplier, tensor: Tensor) -> Tensor | float:
-    if isinstance(m, Tensor):
-        if m.ndim == 0:
-            return m.to(tensor.dtype)
-        if m.shape != (tensor.shape[0],):
-            raise ConfigError(
-                f"per-row multipliers have shape {tuple(m.shape)}, expected ({tensor.shape[0]},)"
-            )
-        return m.to(device=tensor.device, dtype=tensor.dtype).view(-1, *([1] * (tensor.ndim - 1)))
-    return float(m)

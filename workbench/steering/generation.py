@@ -30,7 +30,9 @@ from torch import Tensor
 from workbench.data.encoding import encode_texts
 from workbench.errors import ConfigError
 from workbench.models.loading import model_device, model_provenance, repair_cache_keyword
-from workbench.steering.forms import Intervention, Multiplier, TokenRoles, steering
+from workbench.steering.apply import Multiplier, steering
+from workbench.steering.forms import Intervention
+from workbench.steering.roles import TokenRoles
 
 
 def generate(

@@ -28,7 +28,9 @@ from workbench.hooks.forward import (
 )
 from workbench.hooks.scoped import scoped_hooks
 from workbench.models.loading import model_device, model_provenance
-from workbench.steering.forms import Intervention, SteeringState, TokenRoles, steering
+from workbench.steering.apply import SteeringState, steering
+from workbench.steering.forms import Intervention
+from workbench.steering.roles import TokenRoles
 
 Observer = tuple[str, Callable[..., None]]
 

@@ -111,8 +111,14 @@ class ProjectedIntervention(Intervention):
         self.inner = inner
         self.projection = projection
         self.strength = float(strength)
+        # ``form`` stays the weight form (tables key methods × forms, and the method column says
+        # "split_projected"); ``label`` and the saved ``projection`` entry say it is projected.
         self.form = inner.form
         self.reads_input = inner.reads_input
+
+    @property
+    def label(self) -> str:
+        return f"projected {self.inner.form}"
 
     def delta(self, h_in: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch d_out"]:
         update = self.inner.delta(h_in)

@@ -47,7 +47,8 @@ from workbench.measure.sweeps import SweepLabels, run_sweep
 from workbench.models.loading import model_device, model_provenance
 from workbench.provenance import stable_hash
 from workbench.steering.concept_vectors import DEFAULT_EXTRACTOR, concept_vectors
-from workbench.steering.forms import FORMS, load_intervention
+from workbench.steering.forms import FORMS
+from workbench.steering.io import load_intervention
 from workbench.steering.projected import ManifoldProjection, ProjectedIntervention
 from workbench.training.objective import SplitObjective
 from workbench.training.trainer import TrainingConfig, train_intervention

@@ -41,9 +41,10 @@ from workbench.measure.answer_bias import answers_repeat, balanced_accuracy
 from workbench.measure.log_odds import preference_utility
 from workbench.models.loading import model_provenance
 from workbench.provenance import Provenance
-from workbench.steering.forms import Intervention, TokenRoles
+from workbench.steering.forms import Intervention
 from workbench.steering.paired import encode_paired, paired_logprobs, start_inputs
 from workbench.steering.projected import ManifoldProjection, off_manifold_excess
+from workbench.steering.roles import TokenRoles
 from workbench.training.objective import SplitObjective
 from workbench.training.optim import linear_schedule
 
@@ -300,7 +301,7 @@ def train_intervention(
     intervention.check_model(model)
     parameters = [p for p in intervention.parameters() if p.requires_grad]
     if not parameters:
-        raise ConfigError(f"{intervention.form} has no trainable parameters")
+        raise ConfigError(f"{intervention.label} has no trainable parameters")
 
     generator = torch.Generator().manual_seed(config.seed)
     per_epoch = len(train_pairs) * (2 if config.subtract else 1)
@@ -324,7 +325,7 @@ def train_intervention(
     stale, stopped_early = 0, False
     bar = tqdm(
         total=total_steps,
-        desc=f"train {config.method} {intervention.form}",
+        desc=f"train {config.method} {intervention.label}",
         disable=not progress,
         leave=False,
     )

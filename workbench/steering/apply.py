@@ -1,0 +1,124 @@
+"""Apply interventions to a model: the hooks that add Δh, scoped so they are always removed.
+
+:func:`steering` composes several interventions, each at its own multiplier (a scalar or one
+value per batch row); with ``record_push`` every forward records the effective push
+‖Δh‖ / ‖h‖ per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from workbench.errors import ConfigError
+from workbench.hooks.scoped import scoped_hooks
+from workbench.steering.roles import TokenRoles
+
+if TYPE_CHECKING:
+    from workbench.steering.forms import Intervention
+
+Multiplier = float | Tensor  # a scalar, or one value per batch row
+
+
+@dataclass
+class SteeringState:
+    """What the hooks read on every forward: the roles of the current tokens.
+
+    ``roles`` None means "no batch information": allowed only for interventions on all positions.
+    Generation loops replace ``roles`` between steps (prompt prefill, then one answer token).
+    With ``record_push``, every forward stores in ``push[i]`` the effective push of the i-th
+    intervention per batch row: the mean over steered positions of ``‖Δh‖ / ‖h‖``.
+    """
+
+    roles: TokenRoles | None = None
+    record_push: bool = False
+    push: dict[int, Tensor] = field(default_factory=dict)
+
+
+@contextmanager
+def steering(
+    model,
+    interventions: Sequence[tuple[Intervention, Multiplier]],
+    roles: TokenRoles | None = None,
+    *,
+    record_push: bool = False,
+) -> Iterator[SteeringState]:
+    """Apply several interventions at once; hooks are removed at exit, also on error.
+
+    Interventions at the MLP site read the unmodified ``h_in`` and add to the output, so they
+    commute; at the residual site each reads the stream as it arrives (earlier ones applied).
+    """
+    state = SteeringState(roles, record_push)
+    hooks = []
+    for index, (intervention, m) in enumerate(interventions):
+        intervention.check_model(model)
+        if roles is None and intervention.positions != "all":
+            raise ConfigError(
+                f"{intervention.label} steers {intervention.positions!r} positions, which needs "
+                "token roles: pass roles=TokenRoles.from_batch(batch)"
+            )
+        hooks.extend(_hooks_for(intervention, m, state, index))
+    with scoped_hooks(model, hooks):
+        yield state
+
+
+def _hooks_for(intervention: Intervention, m: Multiplier, state: SteeringState, index: int):
+    in_name, out_name = intervention.hook_names
+    if isinstance(m, (int, float)) and m == 0:
+        return []  # exactly the unsteered model (its push is 0: not recorded)
+    captured: dict[str, Tensor] = {}
+
+    def remember_input(tensor: Tensor, *, hook) -> None:
+        captured["h_in"] = tensor
+
+    def add_update(tensor: Tensor, *, hook) -> Tensor:
+        if intervention.reads_input and in_name != out_name:
+            if "h_in" not in captured:
+                raise RuntimeError(f"{in_name} did not fire before {out_name}")
+            h_in = captured.pop("h_in")
+        else:
+            h_in = tensor
+        update = intervention.delta(h_in) * _as_multiplier(m, tensor)
+        mask = None
+        if state.roles is not None:
+            mask = state.roles.mask(intervention.positions)
+            if mask.shape != tensor.shape[:2]:
+                raise ConfigError(
+                    f"token roles have shape {tuple(mask.shape)} but {out_name} has "
+                    f"{tuple(tensor.shape[:2])} (batch, seq)"
+                )
+            update = update * mask.unsqueeze(-1).to(update.dtype)
+        if state.record_push:
+            state.push[index] = _push(update, tensor, mask)
+        return tensor + update
+
+    if in_name == out_name or not intervention.reads_input:
+        return [(out_name, add_update)]
+    return [(in_name, remember_input), (out_name, add_update)]
+
+
+def _push(update: Tensor, state: Tensor, mask: Tensor | None) -> Tensor:
+    """Per batch row, the mean over steered positions of ‖Δh‖ / ‖h‖ (detached, float64)."""
+    with torch.no_grad():
+        ratio = update.double().norm(dim=-1) / state.double().norm(dim=-1).clamp(min=1e-12)
+        if ratio.ndim == 1:  # a single position per row (e.g. one generation step)
+            return ratio.cpu()
+        weights = torch.ones_like(ratio) if mask is None else mask.to(ratio.dtype)
+        return ((ratio * weights).sum(-1) / weights.sum(-1).clamp(min=1.0)).cpu()
+
+
+def _as_multiplier(m: Multiplier, tensor: Tensor) -> Tensor | float:
+    if isinstance(m, Tensor):
+        if m.ndim == 0:
+            return m.to(tensor.dtype)
+        if m.shape != (tensor.shape[0],):
+            raise ConfigError(
+                f"per-row multipliers have shape {tuple(m.shape)}, expected ({tensor.shape[0]},)"
+            )
+        return m.to(device=tensor.device, dtype=tensor.dtype).view(-1, *([1] * (tensor.ndim - 1)))
+    return float(m)

@@ -1,0 +1,38 @@
+"""Load an intervention saved by :meth:`Intervention.save`, whatever its form.
+
+The saved config names the form (a key of :data:`~workbench.steering.forms.FORMS`); a config
+with a ``projection`` entry is a :class:`~workbench.steering.projected.ProjectedIntervention`
+around that form, whose subspace buffers come from the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workbench.artefacts import load_artefact
+from workbench.errors import ConfigError
+from workbench.steering.forms import FORMS, Intervention
+from workbench.steering.projected import ManifoldProjection, ProjectedIntervention
+
+
+def load_intervention(path: str | Path) -> tuple[Intervention, dict[str, Any]]:
+    """Load an intervention saved by :meth:`Intervention.save`; returns it and its provenance."""
+    tensors, meta = load_artefact(path)
+    config = dict(meta["config"])
+    form = config.pop("form")
+    if form not in FORMS:
+        raise ConfigError(f"{path}: unknown intervention form {form!r}; known: {list(FORMS)}")
+    projection = config.pop("projection", None)
+    intervention = FORMS[form](**config)
+    if projection is not None:  # a ProjectedIntervention: the buffers come from the file
+        subspace = ManifoldProjection(
+            torch.zeros(projection["n_components"], intervention.d_out),
+            torch.zeros(intervention.d_out),
+            projection["scale"],
+        )
+        intervention = ProjectedIntervention(intervention, subspace, projection["strength"])
+    intervention.load_state_dict(tensors)
+    return intervention, meta.get("provenance", {})
