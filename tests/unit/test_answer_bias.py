@@ -80,3 +80,12 @@ def test_summary_reports_baselines_balanced_accuracy_and_the_warning():
     assert concept["push"] == pytest.approx(0.1) and concept["answer_mass"] == 0.5
     text = format_comparison(summary.reset_index())
     assert "WARNING c vector push_yes" in text and "| constant Yes |" in text
+
+
+def test_preference_scores_balance_only_where_answers_repeat():
+    pref = np.array([1.0, 2.0, -1.0, 3.0])  # always " Yes": right on the Yes items only
+    positive = [" Yes", " Yes", " No", " Yes"]
+    scores = answer_bias.preference_scores(pref, positive, repeat=True)
+    assert scores == {"accuracy": 0.75, "balanced_accuracy": 0.5, "mean_pref_odds": 1.25}
+    free = answer_bias.preference_scores(pref, ["a", "b", "c", "d"], repeat=False)
+    assert free["accuracy"] == 0.75 and np.isnan(free["balanced_accuracy"])

@@ -293,6 +293,8 @@ def test_epoch_selection_defaults_to_balanced_accuracy_where_answers_repeat():
     assert _selection("auto", yes_no) == "balanced_accuracy"
     assert _selection("auto", free) == "objective"
     assert _selection("accuracy", yes_no) == "accuracy"
+    with pytest.raises(ValueError, match="free text"):
+        _selection("balanced_accuracy", free)
     # the epoch with the better balanced accuracy wins over a better objective
     worse_objective = _score({"eval_loss": 2.0, "balanced_accuracy": 0.6}, "balanced_accuracy")
     better_objective = _score({"eval_loss": 1.0, "balanced_accuracy": 0.44}, "balanced_accuracy")

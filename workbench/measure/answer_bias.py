@@ -51,6 +51,18 @@ def balanced_accuracy(pref: np.ndarray, positive: Strings) -> float:
     return float(np.mean(list(per_answer_accuracy(pref, positive).values())))
 
 
+def preference_scores(pref: np.ndarray, positive: Strings, repeat: bool) -> dict[str, float]:
+    """``accuracy``, ``balanced_accuracy`` (NaN for free-text answers, where ``repeat`` is
+    False: no answer string recurs, so there is no label set to balance over) and
+    ``mean_pref_odds`` of per-pair PrefOdds."""
+    pref = np.asarray(pref, dtype=float)
+    return {
+        "accuracy": float((pref > 0).mean()),
+        "balanced_accuracy": balanced_accuracy(pref, positive) if repeat else float("nan"),
+        "mean_pref_odds": float(pref.mean()),
+    }
+
+
 def constant_baselines(positive: Strings, negative: Strings) -> dict[str, float]:
     """Accuracy of always giving answer string ``a``, for each string that is an option."""
     pos = [a.strip() for a in positive]

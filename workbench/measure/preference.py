@@ -1,16 +1,19 @@
 """A first measure of whether a direction steers: held-out preference under a steering vector.
 
 For each held-out pair, P(A_p | q) and P(A_n | q) are scored teacher-forced; the accuracy is the
-share of pairs with P(A_p|q) > P(A_n|q) and the preference is the mean of
+share of pairs with P(A_p|q) > P(A_n|q), beside the balanced accuracy where answers repeat (see
+workbench.measure.answer_bias), and the preference is the mean of
 log P(A_p|q) - log P(A_n|q) (PrefOdds, summed over answer tokens; see workbench.measure.log_odds).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from workbench.data.pairs import ContrastPair
+from workbench.measure.answer_bias import answers_repeat, preference_scores
 from workbench.measure.scoring import answer_logprobs
 from workbench.steering.apply import Multiplier
 from workbench.steering.forms import Intervention
@@ -19,6 +22,7 @@ from workbench.steering.forms import Intervention
 @dataclass(frozen=True)
 class PreferenceSummary:
     accuracy: float
+    balanced_accuracy: float  # NaN where the answers are free text
     mean_pref_odds: float
     n_pairs: int
 
@@ -26,7 +30,12 @@ class PreferenceSummary:
         return asdict(self)
 
     def __str__(self) -> str:
-        return f"accuracy {self.accuracy:.1%}, mean PrefOdds {self.mean_pref_odds:+.2f}"
+        balanced = (
+            f", balanced accuracy {self.balanced_accuracy:.1%}"
+            if math.isfinite(self.balanced_accuracy)
+            else ""
+        )
+        return f"accuracy {self.accuracy:.1%}{balanced}, mean PrefOdds {self.mean_pref_odds:+.2f}"
 
 
 def preference_summary(
@@ -38,9 +47,7 @@ def preference_summary(
     """Accuracy and mean PrefOdds of ``pairs`` under ``interventions`` (none: unsteered)."""
     positive, _ = answer_logprobs(model, pairs, "positive", interventions, batch_size)
     negative, _ = answer_logprobs(model, pairs, "negative", interventions, batch_size)
-    pref_odds = positive - negative
-    return PreferenceSummary(
-        accuracy=float((pref_odds > 0).double().mean()),
-        mean_pref_odds=float(pref_odds.double().mean()),
-        n_pairs=len(pref_odds),
-    )
+    pref_odds = (positive - negative).double().numpy()
+    answers = [p.positive for p in pairs]
+    repeat = answers_repeat(answers, [p.negative for p in pairs])
+    return PreferenceSummary(**preference_scores(pref_odds, answers, repeat), n_pairs=len(pairs))

@@ -393,12 +393,11 @@ def _statistics(data: dict[str, np.ndarray], columns: _Columns) -> dict[str, flo
     pref, util = data["pref"], data["util"]
     at, positive = columns.at, columns.positive
     answers = columns.answers.take(data["rows"])
+    scores = answer_bias.preference_scores(pref[:, at], answers.positive, answers.repeat)
     stats = {
-        "accuracy": float((pref[:, at] > 0).mean()),
-        "balanced_accuracy": answer_bias.balanced_accuracy(pref[:, at], answers.positive)
-        if answers.repeat
-        else np.nan,
-        "pref_odds": float(pref[:, at].mean()),
+        "accuracy": scores["accuracy"],
+        "balanced_accuracy": scores["balanced_accuracy"],
+        "pref_odds": scores["mean_pref_odds"],
         "util_odds": _nanmean(util[:, at]),
         "answer_mass": float(np.mean(data["mass"][:, at])),
         "push": float(np.mean(data["push"][:, at])),

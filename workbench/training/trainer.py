@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from workbench.data.pairs import ContrastPair, PairDataset
 from workbench.data.pairs import validation_split as validation_split  # re-exported
 from workbench.errors import ConfigError
-from workbench.measure.answer_bias import answers_repeat, balanced_accuracy
+from workbench.measure.answer_bias import answers_repeat, preference_scores
 from workbench.measure.log_odds import preference_utility
 from workbench.models.loading import model_provenance
 from workbench.provenance import Provenance
@@ -420,6 +420,7 @@ def _evaluate(model, intervention, pairs, config, projection, epoch) -> dict[str
     pref, util, defined = preference_utility(loss_p[:n].numpy(), loss_n[:n].numpy())
     positive = [p.positive for p in pairs]
     repeat = answers_repeat(positive, [p.negative for p in pairs])
+    scores = preference_scores(pref, positive, repeat)
     return {
         "epoch": epoch,
         "eval_loss": float(terms.total) + penalty,
@@ -427,11 +428,7 @@ def _evaluate(model, intervention, pairs, config, projection, epoch) -> dict[str
         "eval_loss_n_term": float(terms.opposite),
         "eval_margin_term": float(terms.margin),
         "eval_penalty_term": penalty,
-        "accuracy": float((pref > 0).mean()),
-        "balanced_accuracy": balanced_accuracy(pref, positive)
-        if repeat
-        else float((pref > 0).mean()),
-        "mean_pref_odds": float(np.mean(pref)),
+        **scores,
         "mean_util_odds": float(np.nanmean(util)) if defined.any() else float("nan"),
         "util_undefined": int((~defined).sum()),
     }
@@ -453,10 +450,15 @@ def parameter_groups(intervention: Intervention, learning_rate: float) -> list[d
 
 
 def _selection(selection: str, pairs: Sequence[ContrastPair]) -> str:
-    if selection != "auto":
-        return selection
     repeat = answers_repeat([p.positive for p in pairs], [p.negative for p in pairs])
-    return "balanced_accuracy" if repeat else "objective"
+    if selection == "auto":
+        return "balanced_accuracy" if repeat else "objective"
+    if selection == "balanced_accuracy" and not repeat:
+        raise ConfigError(
+            "selection 'balanced_accuracy' needs answers that repeat across pairs (Yes/No, "
+            "(A)/(B)); these are free text: select by 'accuracy' or 'objective'"
+        )
+    return selection
 
 
 def _score(evaluation: dict[str, Any], selection: str) -> tuple[float, float]:
