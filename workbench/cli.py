@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from workbench.data.concepts import DEFAULT_CONCEPT, shipped_concepts
 from workbench.errors import ConfigError, WorkbenchError
-from workbench.hooks.names import check_layer, resid_post
+from workbench.hooks.names import check_layer
 from workbench.models.packaged import DEFAULT_MODEL
 
 
@@ -222,120 +221,36 @@ def _curves(args: argparse.Namespace) -> int:
 
 
 def _manifold(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from workbench.data.concepts import load_concept
-    from workbench.directions.extract import extract_direction
-    from workbench.manifold.claim import (
-        correlation_with_interval,
-        utility_drop_table,
-        validity_against_fit,
-    )
-    from workbench.manifold.displacement import (
-        displacement_table,
-        downstream_hooks,
-        measured_validity,
-    )
-    from workbench.manifold.estimator import ActivationManifold
-    from workbench.manifold.valid import collect_valid_activations
-    from workbench.measure.fits import FlatCurveError, fit_sweep_curve
     from workbench.models.loading import load_model
-    from workbench.pipelines.curves import DEFAULT_CURVE_GRID, concept_curves
-    from workbench.steering.concept_vectors import concept_vector
+    from workbench.pipelines.manifold import SPLITS, manifold_analysis
 
-    if args.split not in ("train", "test", "all"):
-        raise ConfigError(f"--split must be train, test or all, got {args.split!r}")
-    components = int(args.components) if args.components >= 1 else args.components
-    datasets = {c: load_concept(c) for c in args.concepts}
+    if args.split not in SPLITS:
+        raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {args.split!r}")
+    datasets = {c: load_concept(c) for c in args.concepts}  # fail before the model loads
     model = load_model(args.model)
     _check_layer(args, model)
     out = args.out / f"manifold-{args.model.replace('/', '_')}"
-    out.mkdir(parents=True, exist_ok=True)
-    lines, tables = [], []
-    for concept, pairs in datasets.items():
-        sweep, fits = concept_curves(
-            model,
-            concept,
-            layer=args.layer,
-            n_bootstrap=0,
-            seed=args.seed,
-            cache_dir=args.out / "cache",
-        )
-        layer = int(fits["layer"].iloc[0])
-        hooks = downstream_hooks(model, layer)
-        valid = collect_valid_activations(model, hooks, pairs, seed=args.seed)
-        manifolds = {
-            h: ActivationManifold(n_components=components, density=args.density).fit(
-                valid.fitting(h), calibration=valid.held_out(h)
-            )
-            for h in hooks
-        }
-        vector = concept_vector(
-            model, pairs.train, layer, site="mlp_out", normalise=False, seed=args.seed
-        )
-        analysed = pairs if args.split == "all" else pairs.filter(lambda p: p.split == args.split)
-        resid = extract_direction(model, pairs.train, layer, seed=args.seed)
-        table = displacement_table(
-            model,
-            analysed,
-            vector,
-            DEFAULT_CURVE_GRID,
-            manifolds,
-            {resid.hook: resid.vector},
-            method="diff_of_means",
-        )
-        tables.append(table)
-        own = resid_post(layer)
-        drops = utility_drop_table(sweep, table, own)
-        off = correlation_with_interval(drops, "off_manifold", "utility_drop", seed=args.seed)
-        on = correlation_with_interval(drops, "on_manifold", "utility_drop", seed=args.seed)
-        try:
-            fit = fit_sweep_curve(sweep, "utility", n_bootstrap=0)
-        except FlatCurveError as flat:
-            fit, validity_text = None, f"  measured validity D̂(m) vs fitted D_u(m): {flat}"
-        if fit is not None:
-            validity = validity_against_fit(table, own, fit)
-            validity_text = (
-                f"  measured validity D̂(m) vs fitted D_u(m): Pearson {validity['pearson']:+.2f}, "
-                f"Spearman {validity['spearman']:+.2f}\n"
-                + "\n".join(
-                    f"    m={m:+6.1f}  D̂={v:.3f}  D_u={d:.3f}"
-                    for m, v, d in zip(
-                        validity["m"], validity["measured_validity"], validity["fitted_decay"]
-                    )
-                )
-            )
-        dims = {h: m.n_components_ for h, m in manifolds.items()}
-        lines.append(
-            f"{concept}: layer {layer}, {len(analysed)} {args.split} pairs, manifold of "
-            f"{len(valid.source)} valid tokens ({args.density}, {dims[own]} components at "
-            f"{own})\n"
-            f"  utility drop vs off-manifold norm: Pearson {off['pearson']:+.2f} "
-            f"[{off['pearson_low']:+.2f}, {off['pearson_high']:+.2f}], Spearman "
-            f"{off['spearman']:+.2f} [{off['spearman_low']:+.2f}, {off['spearman_high']:+.2f}]\n"
-            f"  utility drop vs on-manifold norm:  Pearson {on['pearson']:+.2f} "
-            f"[{on['pearson_low']:+.2f}, {on['pearson_high']:+.2f}], Spearman "
-            f"{on['spearman']:+.2f} [{on['spearman_low']:+.2f}, {on['spearman_high']:+.2f}]\n"
-            + validity_text
-        )
-    displacement = pd.concat(tables, ignore_index=True)
-    displacement.to_parquet(out / "displacement.parquet")
-    measured_validity(displacement).to_csv(out / "validity.csv", index=False)
-    print("\n".join(lines) + f"\ntables: {out}/ (displacement.parquet, validity.csv)")
+    analysis = manifold_analysis(
+        model,
+        datasets,
+        layer=args.layer,
+        split=args.split,
+        components=args.components,
+        density=args.density,
+        seed=args.seed,
+        cache_dir=args.out / "cache",
+    )
+    analysis.write(out)
+    print(analysis.describe() + f"\ntables: {out}/ ({', '.join(analysis.files)})")
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
     from workbench.data.concepts import load_concept
-    from workbench.models.loading import load_model, model_provenance
-    from workbench.training.comparison import (
-        ComparisonConfig,
-        choose_multipliers,
-        format_comparison,
-        run_comparison,
-        split_vs_sft,
-        summarise,
-    )
+    from workbench.models.loading import load_model
+    from workbench.pipelines.compare import FILES, compare_methods
+    from workbench.training.comparison import ComparisonConfig
     from workbench.training.trainer import TrainingConfig
 
     config = ComparisonConfig(  # validates forms, grid and margin before the model loads
@@ -357,45 +272,9 @@ def _compare(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     _check_layer(args, model)
     out = args.out / f"compare-{args.model.replace('/', '_')}"
-    started = time.perf_counter()
-    comparison = run_comparison(model, config, out_dir=out)
-    sweeps = comparison.sweeps
-    summary = summarise(sweeps, config.trained_m, config.utility_margin, config.n_bootstrap)
-    chosen = choose_multipliers(comparison.validation_sweeps, config.utility_margin)
-    validated = summarise(
-        sweeps, config.trained_m, config.utility_margin, config.n_bootstrap, chosen_m=chosen
-    )
-    validated.to_csv(out / "summary_validated_m.csv", index=False)
-    comparison.validation_sweeps.to_parquet(out / "validation_sweeps.parquet")
-    claims = split_vs_sft(sweeps, config.trained_m, config.utility_margin, config.n_bootstrap)
-    sweeps.to_parquet(out / "sweeps.parquet")
-    summary.to_csv(out / "summary.csv", index=False)
-    claims.to_csv(out / "split_vs_sft.csv", index=False)
-    comparison.epochs.to_csv(out / "training_epochs.csv", index=False)
-    comparison.steps.to_csv(out / "training_steps.csv", index=False)
-    made = {
-        "model": model_provenance(model).to_dict(),
-        "config": config.to_dict(),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    (out / "comparison.json").write_text(json.dumps(made, indent=2), encoding="utf-8")
-    table = format_comparison(summary)
-    validated_table = format_comparison(validated)
-    (out / "summary.md").write_text(
-        f"At the trained m = {config.trained_m}:\n\n{table}\n\nAt each method's m chosen on "
-        f"validation pairs:\n\n{validated_table}\n",
-        encoding="utf-8",
-    )
-    print(
-        f"held-out pairs, model {args.model}, trained m = {config.trained_m}, utility margin "
-        f"{config.utility_margin} nats, seeds {list(config.seeds)}; value [95% bootstrap CI]\n"
-        + table
-        + "\nat each method's m chosen on validation pairs:\n"
-        + validated_table
-        + "\nSPLIT minus SFT:\n"
-        + claims.to_string(index=False, float_format=lambda v: f"{v:+.2f}")
-        + f"\ntables: {out}/ (sweeps.parquet, summary.csv, split_vs_sft.csv, training_*.csv)"
-    )
+    report = compare_methods(model, config, out)
+    report.write(out, model)
+    print(report.describe(args.model) + f"\ntables: {out}/ ({', '.join(FILES)}, training_*.csv)")
     return 0
 
 
