@@ -18,7 +18,6 @@ The defaults are sized to finish within 15 minutes on a 2-core CPU with the defa
 
 from __future__ import annotations
 
-import html
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,31 +35,23 @@ from workbench.errors import ConfigError
 from workbench.hooks.names import check_layer, last_resid_post
 from workbench.hooks.sites import DEFAULT_SITE, SITES, site_hooks
 from workbench.manifold.displacement import displacement_table, measured_validity
-from workbench.manifold.embedding import activation_shift, token_projections
+from workbench.manifold.embedding import ActivationShift, activation_shift, token_projections
 from workbench.manifold.estimator import ActivationManifold
 from workbench.manifold.valid import collect_valid_activations
 from workbench.measure.fits import fit_sweep_curve
 from workbench.measure.sweeps import SweepLabels, run_sweep
 from workbench.models.loading import model_provenance
-from workbench.report.figures import (
-    activation_shift_figure,
-    curves_figure,
-    displacement_figure,
-    frontier_figure,
-    layer_heatmaps,
-    token_projection_html,
-    training_figure,
-)
 from workbench.report.html import Report
+from workbench.report.study_page import study_page
 from workbench.steering.concept_vectors import DEFAULT_EXTRACTOR, concept_vector, concept_vectors
 from workbench.steering.forms import FORMS, SteeringVector
 from workbench.steering.generation import generate
 from workbench.steering.projected import ManifoldProjection
 from workbench.training.comparison import (
     RECIPES,
+    Comparison,
     ComparisonConfig,
     choose_multipliers,
-    format_comparison,
     run_comparison,
     split_vs_sft,
     summarise,
@@ -127,6 +118,31 @@ class StudyResult:
     seconds: float
 
 
+@dataclass
+class StudyRun:
+    """What a study measured so far: the report and the files are made from it."""
+
+    model: Any
+    pairs: PairDataset  # prompts formatted in ``style``
+    concept: str
+    settings: StudySettings
+    style: str
+    layer: int = -1
+    hook: str = ""  # the intervention's output hook
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    shift: ActivationShift | None = None
+    token_views: TokenViews | None = None
+
+
+@dataclass
+class TokenViews:
+    """Per-token projections of the steered continuations, one row per m."""
+
+    tokens: list[list[str]]
+    values: list[list[float]]
+    labels: list[str]
+
+
 def run_study(
     model,
     pairs: PairDataset,
@@ -144,176 +160,203 @@ def run_study(
     if settings.layer is not None:
         check_layer(model, settings.layer)
     style = resolve_prompt_style(model, pairs, settings.prompt_style)
-    pairs = format_prompts(model, pairs, style)
+    run = StudyRun(model, format_prompts(model, pairs, style), concept, settings, style)
     stages = tqdm(total=8, desc="study", disable=not progress)
-    tables: dict[str, pd.DataFrame] = {}
 
     def stage(name: str) -> None:
+        stages.update()
         stages.set_postfix_str(name)
 
-    stage("layer choice")
-    layer = settings.layer
+    stages.set_postfix_str("layer choice")
+    _choose_layer(run, progress)
+    stage("valid manifold")
+    sized = run.pairs.subsample(settings.train_pairs, settings.test_pairs)  # as compare does
+    train, test = sized.train, sized.test
+    valid, manifolds = _valid_manifolds(run, train)
+    stage("training and sweeps")
+    projection = ManifoldProjection.from_manifold(manifolds[run.hook])
+    comparison = _compare_methods(run, out, progress, projection)
+    stage("fits")
+    run.tables["fits"] = _fits(run.tables["sweeps"])
+    stage("layer × m")
+    run.tables["layer_sweeps"] = _layer_sweeps(
+        model, train, test, run.layer, settings, out, progress
+    )
+    stage("displacement")
+    key = (concept, "vector", "diff_of_means", settings.seed)
+    diffmean = comparison.interventions.get(key)
+    if diffmean is None:  # the vector form was not asked for: a DiffMean vector all the same
+        diffmean = _diffmean_vector(model, train, run.layer, settings)
+    _displacement(run, test, diffmean, manifolds, progress)
+    stage("activation shift")
+    _shift_and_continuations(run, test, diffmean, manifolds[run.hook], valid.fitting(run.hook))
+    stage("report")
+    report = study_page(run)
+    seconds = time.perf_counter() - started
+    report.intro += f" Made in {seconds:.0f} s."
+    path = _write(run, out, report, diffmean, seconds)
+    stages.update()
+    stages.close()
+    return StudyResult(path, run.tables, run.layer, seconds)
+
+
+def _choose_layer(run: StudyRun, progress: bool) -> None:
+    """The given layer, or the one the layer sweep recommends on validation pairs carved from
+    train (never the test split)."""
+    layer = run.settings.layer
     if layer is None:
-        sweep = layer_sweep(  # on validation pairs carved from train: never the test split
-            model, pairs, methods=("balanced_diff_of_means",), seed=settings.seed, progress=progress
+        sweep = layer_sweep(
+            run.model,
+            run.pairs,
+            methods=("balanced_diff_of_means",),
+            seed=run.settings.seed,
+            progress=progress,
         )
         layer = sweep.recommended_layer
-        tables["layer_sweep"] = sweep.table
-    hook = site_hooks(settings.site, layer)[1]
-    last = last_resid_post(model)
-    stages.update()
+        run.tables["layer_sweep"] = sweep.table
+    run.layer, run.hook = layer, site_hooks(run.settings.site, layer)[1]
 
-    stage("valid manifold")
-    sized = pairs.subsample(settings.train_pairs, settings.test_pairs)  # as the comparison does
-    train, test = sized.train, sized.test
-    hooks = list(dict.fromkeys([hook, last]))
+
+def _valid_manifolds(run: StudyRun, train) -> tuple[Any, dict[str, ActivationManifold]]:
+    """The valid manifold at the intervention's output hook and after the last block."""
+    hooks = list(dict.fromkeys([run.hook, last_resid_post(run.model)]))
     valid = collect_valid_activations(
-        model,
+        run.model,
         hooks,
         train,
         sources=("neutral", "answers"),
-        seed=settings.seed,
-        batch_size=settings.batch_size,
+        seed=run.settings.seed,
+        batch_size=run.settings.batch_size,
     )
     manifolds = {
-        h: ActivationManifold(n_components=0.9, random_state=settings.seed).fit(
+        h: ActivationManifold(n_components=0.9, random_state=run.settings.seed).fit(
             valid.fitting(h), calibration=valid.held_out(h)
         )
         for h in hooks
     }
-    stages.update()
+    return valid, manifolds
 
-    stage("training and sweeps")
+
+def _compare_methods(run: StudyRun, out: Path, progress: bool, projection) -> Comparison:
+    """Every method trained and swept (the comparison), and its summaries."""
+    s = run.settings
     config = ComparisonConfig(
-        concepts=(concept,),
-        forms=settings.forms,
-        seeds=(settings.seed,),
-        layer=layer,
-        site=settings.site,
-        multipliers=settings.multipliers,
-        utility_margin=settings.utility_margin,
-        training=TrainingConfig(epochs=settings.epochs, seed=settings.seed),
-        recipe=settings.recipe,
-        prompt_style="plain",  # formatted above
-        n_bootstrap=settings.n_bootstrap,
-        batch_size=settings.batch_size,
-        max_train_pairs=settings.train_pairs,
-        max_test_pairs=settings.test_pairs,
+        concepts=(run.concept,),
+        forms=s.forms,
+        seeds=(s.seed,),
+        layer=run.layer,
+        site=s.site,
+        multipliers=s.multipliers,
+        utility_margin=s.utility_margin,
+        training=TrainingConfig(epochs=s.epochs, seed=s.seed),
+        recipe=s.recipe,
+        prompt_style="plain",  # formatted already
+        n_bootstrap=s.n_bootstrap,
+        batch_size=s.batch_size,
+        max_train_pairs=s.train_pairs,
+        max_test_pairs=s.test_pairs,
     )
     comparison = run_comparison(
-        model,
+        run.model,
         config,
         out / "cache",
         progress,
-        datasets={concept: pairs},
-        projections={concept: ManifoldProjection.from_manifold(manifolds[hook])},
+        datasets={run.concept: run.pairs},
+        projections={run.concept: projection},
     )
-    sweeps = comparison.sweeps
-    chosen = choose_multipliers(comparison.validation_sweeps, settings.utility_margin)
-    tables.update(
+    sweeps, margin, n = comparison.sweeps, s.utility_margin, s.n_bootstrap
+    chosen = choose_multipliers(comparison.validation_sweeps, margin)
+    run.tables.update(
         sweeps=sweeps,
         validation_sweeps=comparison.validation_sweeps,
         training_epochs=comparison.epochs,
         training_steps=comparison.steps,
-        comparison=summarise(sweeps, 1.0, settings.utility_margin, settings.n_bootstrap),
-        comparison_validated_m=summarise(
-            sweeps, 1.0, settings.utility_margin, settings.n_bootstrap, chosen_m=chosen
-        ),
-        split_vs_sft=split_vs_sft(sweeps, 1.0, settings.utility_margin, settings.n_bootstrap),
+        comparison=summarise(sweeps, 1.0, margin, n),
+        comparison_validated_m=summarise(sweeps, 1.0, margin, n, chosen_m=chosen),
+        split_vs_sft=split_vs_sft(sweeps, 1.0, margin, n),
     )
-    stages.update()
+    return comparison
 
-    stage("fits")
-    tables["fits"] = _fits(sweeps)
-    stages.update()
 
-    stage("layer × m")
-    tables["layer_sweeps"] = _layer_sweeps(model, train, test, layer, settings, out, progress)
-    stages.update()
-
-    stage("displacement")
-    diffmean = comparison.interventions.get((concept, "vector", "diff_of_means", settings.seed))
-    if diffmean is None:  # the vector form was not asked for: a DiffMean vector all the same
-        diffmean = _diffmean_vector(model, train, layer, settings)
-    concept_vector = diffmean.raw_vector.cpu()
+def _displacement(run: StudyRun, test, diffmean: SteeringVector, manifolds, progress) -> None:
+    """Displacement of the DiffMean steer and the measured validity."""
+    s = run.settings
     displacement = displacement_table(
-        model,
-        test[: settings.displacement_pairs],
+        run.model,
+        test[: s.displacement_pairs],
         diffmean,
-        settings.displacement_multipliers,
+        s.displacement_multipliers,
         manifolds,
-        {hook: concept_vector},
+        {run.hook: diffmean.raw_vector.cpu()},
         method="diff_of_means",
         sides=("positive",),
-        batch_size=settings.batch_size,
+        batch_size=s.batch_size,
         progress=progress,
     )
-    tables["displacement"] = displacement
-    tables["validity"] = measured_validity(displacement)
-    stages.update()
+    run.tables["displacement"] = displacement
+    run.tables["validity"] = measured_validity(displacement)
 
-    stage("activation shift")
-    shift = activation_shift(
+
+def _shift_and_continuations(run: StudyRun, test, diffmean, manifold, valid_states) -> None:
+    """Steered states over the manifold, and the first held-out prompt continued at each m with
+    per-token projections on the concept direction."""
+    s, model, direction = run.settings, run.model, diffmean.raw_vector.cpu()
+    run.shift = activation_shift(
         model,
-        manifolds[hook],
+        manifold,
         diffmean,
-        test[: settings.shift_pairs],
-        settings.shift_multipliers,
-        valid.fitting(hook),
-        concept_direction=concept_vector,
-        umap=settings.umap,
-        seed=settings.seed,
+        test[: s.shift_pairs],
+        s.shift_multipliers,
+        valid_states,
+        concept_direction=direction,
+        umap=s.umap,
+        seed=s.seed,
     )
     prompt = test[0].prompt
-    texts, labels, values, tokens = [], [], [], []
-    for m in settings.generation_multipliers:
-        continuation = generate(
-            model, [prompt], [(diffmean, float(m))], max_new_tokens=settings.max_new_tokens
-        )[0]
+    texts, views = [], TokenViews([], [], [])
+    for m in s.generation_multipliers:
+        steer = [(diffmean, float(m))]
+        continuation = generate(model, [prompt], steer, max_new_tokens=s.max_new_tokens)[0]
         texts.append({"m": m, "text": prompt + continuation})
-        row_tokens, row_values = token_projections(
-            model, [prompt + continuation], concept_vector, hook, [(diffmean, float(m))]
+        tokens, values = token_projections(
+            model, [prompt + continuation], direction, run.hook, steer
         )
-        tokens.append(row_tokens[0])
-        values.append(row_values[0])
-        labels.append(f"m = {m:g}")
-    tables["generations"] = pd.DataFrame(texts)
-    stages.update()
+        views.tokens.append(tokens[0])
+        views.values.append(values[0])
+        views.labels.append(f"m = {m:g}")
+    run.tables["generations"] = pd.DataFrame(texts)
+    run.token_views = views
 
-    stage("report")
-    report = _report(
-        model, pairs, concept, layer, hook, settings, tables, shift, tokens, values, labels
-    )
-    seconds = time.perf_counter() - started
-    report.intro += f" Made in {seconds:.0f} s."
+
+def _write(run: StudyRun, out: Path, report: Report, diffmean, seconds: float) -> Path:
+    """The report, the tables, the DiffMean artefact and ``study.json`` (how it was made)."""
     path = report.write(out / "report.html")
     (out / "tables").mkdir(parents=True, exist_ok=True)
-    for name, table in tables.items():
+    for name, table in run.tables.items():
         table.to_csv(out / "tables" / f"{name}.csv", index=False)
+    model = model_provenance(run.model).to_dict()
     diffmean.save(
-        out / "artefacts" / f"{concept}-diff_of_means-vector-L{layer}",
+        out / "artefacts" / f"{run.concept}-diff_of_means-vector-L{run.layer}",
         {
-            "model": model_provenance(model).to_dict(),
+            "model": model,
             "method": "diff_of_means",
-            "dataset_hash": pairs.content_hash(),
-            "seed": settings.seed,
+            "dataset_hash": run.pairs.content_hash(),
+            "seed": run.settings.seed,
         },
     )
     made = {
-        "model": model_provenance(model).to_dict(),
-        "concept": concept,
-        "dataset_hash": pairs.content_hash(),
-        "layer": layer,
-        "hook": hook,
-        "prompt_style": style,
-        "settings": settings.to_dict(),
+        "model": model,
+        "concept": run.concept,
+        "dataset_hash": run.pairs.content_hash(),
+        "layer": run.layer,
+        "hook": run.hook,
+        "prompt_style": run.style,
+        "settings": run.settings.to_dict(),
         "seconds": round(seconds, 1),
         "figures": report.n_figures,
     }
     (out / "study.json").write_text(json.dumps(made, indent=2, default=str), encoding="utf-8")
-    stages.update()
-    stages.close()
-    return StudyResult(path, tables, layer, seconds)
+    return path
 
 
 def _diffmean_vector(model, train, layer: int, settings: StudySettings) -> SteeringVector:
@@ -357,92 +400,3 @@ def _layer_sweeps(model, train, test, chosen, settings, out, progress) -> pd.Dat
             )
         )
     return pd.concat(tables, ignore_index=True)
-
-
-def _report(model, pairs, concept, layer, hook, settings, tables, shift, tokens, values, labels):
-    provenance = model_provenance(model)
-    report = Report(
-        f"Steering study: {concept} on {provenance.name}",
-        intro=(
-            f"Model {provenance.name} ({provenance.source}, {provenance.numerics} numerics); "
-            f"{len(pairs.train)} train / {len(pairs.test)} held-out pairs "
-            f"(dataset {pairs.content_hash()[:12]}); intervention at {hook} (layer {layer}); "
-            f"seed {settings.seed}; trained on {settings.train_pairs} pairs for "
-            f"{settings.epochs} epoch(s), evaluated on {settings.test_pairs} held-out pairs."
-        ),
-    )
-    if "layer_sweep" in tables:
-        report.add(
-            "Layer choice",
-            "Held-out separation of the two answers' activations along the DiffMean direction "
-            "at each residual layer; the study steers at the recommended layer.",
-            tables=[tables["layer_sweep"]],
-        )
-    sweeps = tables["sweeps"]
-    split_rows = sweeps[sweeps["method"] == "split"]
-    vector_rows = sweeps[sweeps["form"] == "vector"]
-    report.add(
-        "Preference and utility against m",
-        "Held-out means with 95% bands and the fitted curves (piecewise rational-quadratic "
-        "decay, continuous at m = 0). Shading: the fitted preference's linear regime (light) and "
-        "convergence regime (darker), per form.",
-        figures=[
-            curves_figure(split_rows, title="SPLIT, each form"),
-            curves_figure(vector_rows, title="Steering vectors, each method"),
-        ],
-        tables=[tables["fits"]],
-    )
-    report.add(
-        "Methods compared",
-        "Held-out pairs, every method on one m scale (units of the site's typical norm; 'push' "
-        "is the measured ‖Δh‖/‖h‖). First at the trained m = 1, then at each method's m chosen "
-        "on validation pairs (never on test). Beside accuracy: balanced accuracy (the mean of "
-        "the per-answer accuracies, 50% for any constant answer), the constant-answer "
-        "baselines, the answer the model gives most, and the answer mass P(A_p|q) + P(A_n|q) "
-        "beside utility; a WARNING marks an accuracy gain explained by answer bias. The best "
-        f"preference within {settings.utility_margin} nats of the unsteered utility reads the "
-        "whole test sweep and is descriptive only. 95% bootstrap intervals over pairs. Below: "
-        "SPLIT minus SFT, paired over pairs.",
-        figures=[frontier_figure(sweeps)],
-        tables=[tables["comparison"], tables["comparison_validated_m"], tables["split_vs_sft"]],
-        snippets=[
-            f"<pre>{html.escape(format_comparison(tables['comparison']))}</pre>",
-            f"<pre>{html.escape(format_comparison(tables['comparison_validated_m']))}</pre>",
-        ],
-    )
-    report.add(
-        "Layer × m",
-        "The DiffMean vector of each layer, swept on a few held-out pairs.",
-        figures=[layer_heatmaps(tables["layer_sweeps"])],
-    )
-    report.add(
-        "Displacement and the valid manifold",
-        "How far the DiffMean steer moves answer-token states along the concept direction, "
-        "within the valid subspace and off it, at the intervention layer and the last layer; "
-        "and the share of steered tokens within the calibrated ε (measured validity).",
-        figures=[
-            displacement_figure(tables["displacement"]),
-            activation_shift_figure(
-                shift.valid, shift.steered, shift.hover, direction=shift.direction
-            ),
-        ],
-        tables=[tables["validity"]],
-    )
-    report.add(
-        "Per-token projection on the concept direction",
-        "The first held-out prompt continued greedily under the DiffMean steer at several m; "
-        "each token coloured by its state's projection on the concept direction at the "
-        "intervention hook (red +, blue −; hover for the value).",
-        snippets=[token_projection_html(tokens, values, labels=labels)],
-    )
-    steps, epochs = tables["training_steps"], tables["training_epochs"]
-    figures = []
-    for form in settings.forms:
-        chosen = steps[(steps["form"] == form) & (steps["method"] == "split")]
-        chosen_epochs = epochs[(epochs["form"] == form) & (epochs["method"] == "split")]
-        if not chosen.empty:
-            figures.append(training_figure(chosen, chosen_epochs, title=f"SPLIT training: {form}"))
-    report.add(
-        "SPLIT training", "Each loss term per step; held-out objective per epoch.", figures=figures
-    )
-    return report

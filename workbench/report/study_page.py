@@ -1,0 +1,122 @@
+"""The study's HTML page: layout and captions over what :func:`~workbench.pipelines.study.run_study`
+measured."""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING
+
+from workbench.models.loading import model_provenance
+from workbench.report.figures import (
+    activation_shift_figure,
+    curves_figure,
+    displacement_figure,
+    frontier_figure,
+    layer_heatmaps,
+    token_projection_html,
+    training_figure,
+)
+from workbench.report.html import Report
+from workbench.training.comparison import format_comparison
+
+if TYPE_CHECKING:
+    from workbench.pipelines.study import StudyRun
+
+
+def study_page(run: StudyRun) -> Report:
+    """The study's page: every figure and table with a caption saying what it shows."""
+    model, pairs, concept, settings, tables = (
+        run.model,
+        run.pairs,
+        run.concept,
+        run.settings,
+        run.tables,
+    )
+    layer, hook, shift, views = run.layer, run.hook, run.shift, run.token_views
+    assert shift is not None and views is not None, "the study has not run every stage"
+    provenance = model_provenance(model)
+    report = Report(
+        f"Steering study: {concept} on {provenance.name}",
+        intro=(
+            f"Model {provenance.name} ({provenance.source}, {provenance.numerics} numerics); "
+            f"{len(pairs.train)} train / {len(pairs.test)} held-out pairs "
+            f"(dataset {pairs.content_hash()[:12]}); intervention at {hook} (layer {layer}); "
+            f"seed {settings.seed}; trained on {settings.train_pairs} pairs for "
+            f"{settings.epochs} epoch(s), evaluated on {settings.test_pairs} held-out pairs."
+        ),
+    )
+    if "layer_sweep" in tables:
+        report.add(
+            "Layer choice",
+            "Held-out separation of the two answers' activations along the DiffMean direction "
+            "at each residual layer; the study steers at the recommended layer.",
+            tables=[tables["layer_sweep"]],
+        )
+    sweeps = tables["sweeps"]
+    split_rows = sweeps[sweeps["method"] == "split"]
+    vector_rows = sweeps[sweeps["form"] == "vector"]
+    report.add(
+        "Preference and utility against m",
+        "Held-out means with 95% bands and the fitted curves (piecewise rational-quadratic "
+        "decay, continuous at m = 0). Shading: the fitted preference's linear regime (light) and "
+        "convergence regime (darker), per form.",
+        figures=[
+            curves_figure(split_rows, title="SPLIT, each form"),
+            curves_figure(vector_rows, title="Steering vectors, each method"),
+        ],
+        tables=[tables["fits"]],
+    )
+    report.add(
+        "Methods compared",
+        "Held-out pairs, every method on one m scale (units of the site's typical norm; 'push' "
+        "is the measured ‖Δh‖/‖h‖). First at the trained m = 1, then at each method's m chosen "
+        "on validation pairs (never on test). Beside accuracy: balanced accuracy (the mean of "
+        "the per-answer accuracies, 50% for any constant answer), the constant-answer "
+        "baselines, the answer the model gives most, and the answer mass P(A_p|q) + P(A_n|q) "
+        "beside utility; a WARNING marks an accuracy gain explained by answer bias. The best "
+        f"preference within {settings.utility_margin} nats of the unsteered utility reads the "
+        "whole test sweep and is descriptive only. 95% bootstrap intervals over pairs. Below: "
+        "SPLIT minus SFT, paired over pairs.",
+        figures=[frontier_figure(sweeps)],
+        tables=[tables["comparison"], tables["comparison_validated_m"], tables["split_vs_sft"]],
+        snippets=[
+            f"<pre>{html.escape(format_comparison(tables['comparison']))}</pre>",
+            f"<pre>{html.escape(format_comparison(tables['comparison_validated_m']))}</pre>",
+        ],
+    )
+    report.add(
+        "Layer × m",
+        "The DiffMean vector of each layer, swept on a few held-out pairs.",
+        figures=[layer_heatmaps(tables["layer_sweeps"])],
+    )
+    report.add(
+        "Displacement and the valid manifold",
+        "How far the DiffMean steer moves answer-token states along the concept direction, "
+        "within the valid subspace and off it, at the intervention layer and the last layer; "
+        "and the share of steered tokens within the calibrated ε (measured validity).",
+        figures=[
+            displacement_figure(tables["displacement"]),
+            activation_shift_figure(
+                shift.valid, shift.steered, shift.hover, direction=shift.direction
+            ),
+        ],
+        tables=[tables["validity"]],
+    )
+    report.add(
+        "Per-token projection on the concept direction",
+        "The first held-out prompt continued greedily under the DiffMean steer at several m; "
+        "each token coloured by its state's projection on the concept direction at the "
+        "intervention hook (red +, blue −; hover for the value).",
+        snippets=[token_projection_html(views.tokens, views.values, labels=views.labels)],
+    )
+    steps, epochs = tables["training_steps"], tables["training_epochs"]
+    figures = []
+    for form in settings.forms:
+        chosen = steps[(steps["form"] == form) & (steps["method"] == "split")]
+        chosen_epochs = epochs[(epochs["form"] == form) & (epochs["method"] == "split")]
+        if not chosen.empty:
+            figures.append(training_figure(chosen, chosen_epochs, title=f"SPLIT training: {form}"))
+    report.add(
+        "SPLIT training", "Each loss term per step; held-out objective per epoch.", figures=figures
+    )
+    return report
