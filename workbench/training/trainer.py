@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 
 from workbench.data.pairs import ContrastPair, PairDataset
@@ -303,75 +304,31 @@ def train_intervention(
     if not parameters:
         raise ConfigError(f"{intervention.label} has no trainable parameters")
 
-    generator = torch.Generator().manual_seed(config.seed)
-    per_epoch = len(train_pairs) * (2 if config.subtract else 1)
-    steps_per_epoch = math.ceil(per_epoch / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    optimiser = torch.optim.AdamW(
-        parameter_groups(intervention, config.learning_rate_for(intervention.form)),
-        weight_decay=config.weight_decay,
-    )
-    warmup = round(config.warmup_fraction * total_steps)
-    schedule = linear_schedule(optimiser, warmup, total_steps)
+    opt = _optimisation(intervention, parameters, len(train_pairs), config)
     penalty_projection = projection if config.off_manifold_penalty > 0 else None
-
     step_rows: list[dict[str, Any]] = []
     # Epoch 0 (before training) is measured as the reference, but the result is always a
-    # trained epoch: the best of epochs 1.., by the held-out objective.
+    # trained epoch: the best of epochs 1.., by the selection score on the held-out pairs.
     epoch_rows = [_evaluate(model, intervention, eval_pairs, config, penalty_projection, 0)]
     selection = _selection(config.selection, eval_pairs)
     best_score, best_epoch = (-float("inf"), float("inf")), 0
     best_state = copy.deepcopy(intervention.state_dict())
     stale, stopped_early = 0, False
     bar = tqdm(
-        total=total_steps,
+        total=opt.total_steps,
         desc=f"train {config.method} {intervention.label}",
         disable=not progress,
         leave=False,
     )
     with _frozen(model):
         for epoch in range(1, config.epochs + 1):
-            order = torch.randperm(per_epoch, generator=generator).tolist()
-            draws = torch.randint(len(config.multipliers), (per_epoch,), generator=generator)
-            examples = make_examples(
-                train_pairs, [config.multipliers[i] for i in draws.tolist()], config.subtract
-            )
             intervention.train()
-            for first in range(0, per_epoch, config.batch_size):
-                rows = order[first : first + config.batch_size]
-                loss_p, loss_n, _, _, excess = example_losses(
-                    model,
-                    intervention,
-                    examples.take(rows),
-                    length_normalise=config.length_normalise,
-                    projection=penalty_projection,
-                )
-                terms = config.objective.terms(loss_p, loss_n)
-                loss = terms.total + config.off_manifold_penalty * excess
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-                learning_rate = max(schedule.get_last_lr())
-                optimiser.step()
-                schedule.step()
-                row = {
-                    "epoch": epoch,
-                    "step": len(step_rows) + 1,
-                    "learning_rate": learning_rate,
-                    "grad_norm": float(grad_norm),
-                    **terms.as_floats(),
-                    "penalty_term": config.off_manifold_penalty * float(excess.detach()),
-                }
-                row["loss"] += row["penalty_term"]
-                step_rows.append(row)
+            for row in _train_epoch(
+                model, intervention, train_pairs, config, opt, penalty_projection, epoch
+            ):
+                step_rows.append({"epoch": epoch, "step": len(step_rows) + 1, **row})
                 bar.update(1)
-                bar.set_postfix(
-                    loss=f"{row['loss']:.3f}",
-                    Lp=f"{row['loss_p_term']:.3f}",
-                    Ln=f"{row['loss_n_term']:.3f}",
-                    margin=f"{row['margin_term']:.3f}",
-                    penalty=f"{row['penalty_term']:.3f}",
-                )
+                bar.set_postfix({k: f"{row[k]:.3f}" for k in _SHOWN})
             intervention.eval()
             evaluation = _evaluate(
                 model, intervention, eval_pairs, config, penalty_projection, epoch
@@ -399,7 +356,72 @@ def train_intervention(
     )
 
 
-@torch.no_grad()
+_SHOWN = ("loss", "loss_p_term", "loss_n_term", "margin_term", "penalty_term")  # progress bar
+
+
+@dataclass
+class _Optimisation:
+    parameters: list[nn.Parameter]
+    optimiser: torch.optim.Optimizer
+    schedule: LRScheduler
+    generator: torch.Generator  # draws the example order and each example's factor
+    per_epoch: int  # examples per epoch (pairs, twice with subtract)
+    total_steps: int
+
+
+def _optimisation(intervention, parameters, n_pairs: int, config: TrainingConfig):
+    """AdamW over the intervention's parameter groups with the linear schedule."""
+    per_epoch = n_pairs * (2 if config.subtract else 1)
+    total_steps = math.ceil(per_epoch / config.batch_size) * config.epochs
+    optimiser = torch.optim.AdamW(
+        parameter_groups(intervention, config.learning_rate_for(intervention.form)),
+        weight_decay=config.weight_decay,
+    )
+    warmup = round(config.warmup_fraction * total_steps)
+    return _Optimisation(
+        parameters,
+        optimiser,
+        linear_schedule(optimiser, warmup, total_steps),
+        torch.Generator().manual_seed(config.seed),
+        per_epoch,
+        total_steps,
+    )
+
+
+def _train_epoch(model, intervention, train_pairs, config, opt: _Optimisation, projection, epoch):
+    """One pass over the examples in a random order, each at a factor drawn from the grid;
+    yields each step's row (learning rate, gradient norm, loss terms)."""
+    order = torch.randperm(opt.per_epoch, generator=opt.generator).tolist()
+    draws = torch.randint(len(config.multipliers), (opt.per_epoch,), generator=opt.generator)
+    examples = make_examples(
+        train_pairs, [config.multipliers[i] for i in draws.tolist()], config.subtract
+    )
+    for first in range(0, opt.per_epoch, config.batch_size):
+        loss_p, loss_n, _, _, excess = example_losses(
+            model,
+            intervention,
+            examples.take(order[first : first + config.batch_size]),
+            length_normalise=config.length_normalise,
+            projection=projection,
+        )
+        terms = config.objective.terms(loss_p, loss_n)
+        loss = terms.total + config.off_manifold_penalty * excess
+        opt.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(opt.parameters, config.max_grad_norm)
+        learning_rate = max(opt.schedule.get_last_lr())
+        opt.optimiser.step()
+        opt.schedule.step()
+        row = {
+            "learning_rate": learning_rate,
+            "grad_norm": float(grad_norm),
+            **terms.as_floats(),
+            "penalty_term": config.off_manifold_penalty * float(excess.detach()),
+        }
+        row["loss"] += row["penalty_term"]
+        yield row
+
+
 def _evaluate(model, intervention, pairs, config, projection, epoch) -> dict[str, Any]:
     """The objective on ``pairs`` at ±eval_multiplier, and summaries at +eval_multiplier."""
     n = len(pairs)
