@@ -195,13 +195,8 @@ training_figure(result.steps, result.epochs, title="SPLIT, steering vector")""",
     (
         "code",
         """from workbench.report.figures import frontier_figure
-from workbench.training.comparison import (
-    ComparisonConfig,
-    format_comparison,
-    run_comparison,
-    split_vs_sft,
-    summarise,
-)
+from workbench.training.comparison import ComparisonConfig, run_comparison
+from workbench.training.summary import format_comparison, split_vs_sft, summarise
 
 config = ComparisonConfig(
     concepts=("sentiment",), forms=("vector", "lora"), seeds=(0,), layer=LAYER,

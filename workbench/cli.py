@@ -147,7 +147,7 @@ def _study(args: argparse.Namespace) -> int:
     from workbench.data.concepts import load_concept
     from workbench.models.loading import load_model
     from workbench.pipelines.study import StudySettings, run_study
-    from workbench.training.comparison import format_comparison
+    from workbench.training.summary import format_comparison
 
     settings = StudySettings(  # validates forms, site and sizes before anything loads
         layer=args.layer,

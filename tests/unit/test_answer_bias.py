@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from workbench.measure import answer_bias
-from workbench.training.comparison import format_comparison, summarise
+from workbench.training.summary import format_comparison, summarise
 
 POSITIVE = [" Yes", " No", " No", " Yes", " Yes", " No", " Yes", " Yes"]  # 5 Yes / 3 No
 NEGATIVE = [" No" if a == " Yes" else " Yes" for a in POSITIVE]

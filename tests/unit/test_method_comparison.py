@@ -4,13 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.training.comparison import (
-    ComparisonConfig,
-    format_comparison,
-    run_comparison,
-    split_vs_sft,
-    summarise,
-)
+from workbench.training.comparison import ComparisonConfig, run_comparison
+from workbench.training.summary import format_comparison, split_vs_sft, summarise
 from workbench.training.trainer import TrainingConfig
 
 

@@ -11,12 +11,10 @@ from pathlib import Path
 import pandas as pd
 
 from workbench.models.loading import model_provenance
-from workbench.training.comparison import (
-    Comparison,
-    ComparisonConfig,
+from workbench.training.comparison import Comparison, ComparisonConfig, run_comparison
+from workbench.training.summary import (
     choose_multipliers,
     format_comparison,
-    run_comparison,
     split_vs_sft,
     summarise,
 )

@@ -47,15 +47,8 @@ from workbench.steering.concept_vectors import DEFAULT_EXTRACTOR, concept_vector
 from workbench.steering.forms import FORMS, SteeringVector
 from workbench.steering.generation import generate
 from workbench.steering.projected import ManifoldProjection
-from workbench.training.comparison import (
-    RECIPES,
-    Comparison,
-    ComparisonConfig,
-    choose_multipliers,
-    run_comparison,
-    split_vs_sft,
-    summarise,
-)
+from workbench.training.comparison import RECIPES, Comparison, ComparisonConfig, run_comparison
+from workbench.training.summary import choose_multipliers, split_vs_sft, summarise
 from workbench.training.trainer import TrainingConfig
 
 

@@ -17,7 +17,7 @@ from workbench.report.figures import (
     training_figure,
 )
 from workbench.report.html import Report
-from workbench.training.comparison import format_comparison
+from workbench.training.summary import format_comparison
 
 if TYPE_CHECKING:
     from workbench.pipelines.study import StudyRun
