@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test suite: set up (or reuse) the environment, lint, then run pytest. Extra arguments go to
-# pytest (e.g. `-m "not integration"` for the fast unit tier alone).
+# pytest (e.g. `-m unit` for the fast tier alone; the tiers are listed in the README).
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$repo_root/scripts/setup-env.sh"

@@ -1,4 +1,14 @@
-"""Shared fixtures: tiny models of both architectures, built once per session."""
+"""Shared fixtures (tiny models of both architectures, built once per session) and the tiers.
+
+Every test belongs to one tier, a pytest marker (``-m unit`` runs the fast tier alone):
+
+- ``unit``: tiny random models, no browser, no notebook (the default for unmarked tests);
+- ``notebook``: the notebooks executed through nbmake on small settings;
+- ``browser``: opens pages in headless Chromium;
+- ``integration``: real packaged models (converts their weights on first use).
+
+Their costs on a 2-core CPU are in the README.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +18,15 @@ from workbench.data.pairs import ContrastPair, PairDataset
 from workbench.models.loading import load_model
 
 TINY_MODELS = ("tiny-llama", "tiny-gemma3")
+TIERS = ("integration", "notebook", "browser")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.notebook)
+        if not any(item.get_closest_marker(tier) for tier in TIERS):
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture(scope="session", params=TINY_MODELS)

@@ -79,6 +79,7 @@ def test_report_is_self_contained(study_dir):
     assert "<script src=" not in page and "<link " not in page
 
 
+@pytest.mark.browser
 def test_report_renders_every_figure_with_no_network_request(study_dir, tmp_path):
     if chromium_binary() is None:
         if os.environ.get("CI"):
@@ -95,6 +96,7 @@ def test_report_renders_every_figure_with_no_network_request(study_dir, tmp_path
     assert seen.screenshot.stat().st_size > 50_000
 
 
+@pytest.mark.browser
 def test_the_browser_check_catches_a_network_request_and_a_blank_figure(tmp_path):
     if chromium_binary() is None:
         pytest.skip("chromium is not installed")
