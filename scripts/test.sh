@@ -9,4 +9,5 @@ cd "$repo_root"
 # Notebooks run on small settings in the test suite (a tiny model); WORKBENCH_SMALL=0 runs them in full.
 export WORKBENCH_SMALL="${WORKBENCH_SMALL:-1}"
 "$venv/bin/ruff" check .
+"$venv/bin/mypy"  # the package's type check (settings in pyproject.toml)
 exec "$venv/bin/python" -m pytest "$@"

@@ -184,7 +184,7 @@ def _to_pair(
     line: int,
     default_concept: str,
 ) -> ContrastPair:
-    where = {"path": str(path), "line": line}
+    where: dict[str, Any] = {"path": str(path), "line": line}
     unknown = [key for key in record if key not in spec.known]
     for name in spec.required:
         if name not in record:

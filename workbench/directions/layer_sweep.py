@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -65,7 +66,9 @@ def layer_sweep(
     if unknown:
         raise ConfigError(f"unknown direction methods {unknown}; choose from {list(EXTRACTORS)}")
     hooks = [resid_post(layer) for layer in layers]
-    capture = dict(position_rule=position_rule, batch_size=batch_size, progress=progress)
+    capture: dict[str, Any] = dict(
+        position_rule=position_rule, batch_size=batch_size, progress=progress
+    )
     train = capture_activations(model, fit, hooks, **capture)
     test = capture_activations(model, validation, hooks, **capture)
 

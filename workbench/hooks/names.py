@@ -73,7 +73,8 @@ def check_hook_names(model, names: Iterable[str]) -> list[str]:
 def stop_layer_for(names: Iterable[str], n_layers: int) -> int | None:
     """The ``stop_at_layer`` that still runs every named hook, or None if all blocks must run."""
     layers = [hook_layer(n) for n in names]
-    if any(layer is None for layer in layers):
+    known = [layer for layer in layers if layer is not None]
+    if len(known) < len(layers):
         return None
-    stop = max(layers) + 1  # type: ignore[type-var]
+    stop = max(known) + 1
     return stop if stop < n_layers else None

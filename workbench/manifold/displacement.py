@@ -86,8 +86,8 @@ def displacement_table(
         )
         base_logits, base = model.run_with_cache(batch.input_ids, **forward)
         base_logprobs = base_logits[batch.answer_mask].double().log_softmax(-1)
-        owner = torch.arange(len(batch_pairs), device=device)[:, None].expand_as(batch.answer_mask)
-        owner = owner[batch.answer_mask].cpu().numpy()
+        index = torch.arange(len(batch_pairs), device=device)[:, None]
+        owner = index.expand_as(batch.answer_mask)[batch.answer_mask].cpu().numpy()
         for m in multipliers:
             with steering(model, [(intervention, float(m))], roles):
                 logits, steered = model.run_with_cache(batch.input_ids, **forward)
@@ -95,8 +95,7 @@ def displacement_table(
             # KL(steered || unsteered) of the next-token distributions, and the steered entropy
             kl = F.kl_div(base_logprobs, logprobs, log_target=True, reduction="none").sum(-1)
             entropy = Categorical(logits=logprobs).entropy()
-            kl, entropy = kl.cpu().numpy(), entropy.cpu().numpy()
-            per_token = {"kl_from_unsteered": kl, "entropy": entropy}
+            per_token = {"kl_from_unsteered": kl.cpu().numpy(), "entropy": entropy.cpu().numpy()}
             for hook in hooks:
                 h = steered[hook][batch.answer_mask].double().cpu()
                 h0 = base[hook][batch.answer_mask].double().cpu()

@@ -8,6 +8,8 @@ repeat), the mean answer mass P(A_p|q) + P(A_n|q), and the prompt style used.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 
@@ -30,7 +32,7 @@ def unsteered_baselines(
     rows = []
     for concept, pairs in datasets.items():
         style = resolve_prompt_style(model, pairs, prompt_style)
-        chosen = pairs if split == "all" else pairs.filter(lambda p, s=split: p.split == s)
+        chosen = pairs if split == "all" else pairs.filter(partial(_in_split, split=split))
         if not chosen:
             raise ConfigError(f"{concept}: no pairs in the {split!r} split")
         table = run_sweep(
@@ -67,6 +69,10 @@ def unsteered_baselines(
             }
         )
     return pd.DataFrame(rows)
+
+
+def _in_split(pair, split: str) -> bool:
+    return pair.split == split
 
 
 def format_baselines(table: pd.DataFrame) -> str:

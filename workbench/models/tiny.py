@@ -8,6 +8,8 @@ from disk or the network, and a model builds in well under a second.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from transformers import (
     AutoModelForCausalLM,
@@ -51,7 +53,7 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
 
 def tiny_config(architecture: str, vocab_size: int, n_layers: int = 3) -> PretrainedConfig:
     """A small config (d_model 64, d_mlp 128, 4 heads) of a real architecture."""
-    common = dict(
+    common: dict[str, Any] = dict(
         vocab_size=vocab_size,
         hidden_size=64,
         intermediate_size=128,

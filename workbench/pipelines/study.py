@@ -132,7 +132,7 @@ class TokenViews:
     """Per-token projections of the steered continuations, one row per m."""
 
     tokens: list[list[str]]
-    values: list[list[float]]
+    values: list[np.ndarray]
     labels: list[str]
 
 

@@ -46,11 +46,12 @@ def concept_vectors(
         scales = site_scales(model, site, layer) if normalise else None
         for method in methods:
             direction = direction_from_activations(acts, outputs[layer], method, seed)
-            where = dict(site=site, positions=positions)
             vectors[layer, method] = (
-                SteeringVector.along(model, layer, direction.vector, scales, **where)
+                SteeringVector.along(model, layer, direction.vector, scales, site, positions)
                 if scales is not None
-                else SteeringVector.for_model(model, layer, vector=direction.vector, **where)
+                else SteeringVector.for_model(
+                    model, layer, site, positions, vector=direction.vector
+                )
             )
     return vectors
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, TypeVar
 
 import torch
 from jaxtyping import Float
@@ -51,6 +51,8 @@ from workbench.models.loading import model_device
 from workbench.steering.apply import Multiplier, steering
 from workbench.steering.roles import POSITIONS, TokenRoles
 
+FormT = TypeVar("FormT", bound="Intervention")
+
 
 class Intervention(nn.Module):
     """Base class: a trainable ``Δh = s_out·(ΔW (h_in / s_in) + Δb)`` at one site of one block.
@@ -60,8 +62,8 @@ class Intervention(nn.Module):
     :meth:`dense_update` apply the scales.
     """
 
-    form: ClassVar[str] = ""
-    reads_input: ClassVar[bool] = True  # whether delta() depends on h_in
+    form: str = ""  # the weight form; a class attribute (a wrapper may set its own)
+    reads_input: bool = True  # whether delta() depends on h_in
 
     def __init__(
         self,
@@ -119,14 +121,14 @@ class Intervention(nn.Module):
 
     @classmethod
     def for_model(
-        cls,
+        cls: type[FormT],
         model,
         layer: int,
         site: str = DEFAULT_SITE,
         positions: str = "all",
         scales: SiteScales | None = None,
         **kwargs: Any,
-    ) -> Intervention:
+    ) -> FormT:
         """An intervention sized for ``model`` at ``layer`` (checked against its depth).
 
         ``scales`` (from :func:`workbench.hooks.sites.site_scales`) sets the units; without
@@ -236,9 +238,7 @@ class SteeringVector(Intervention):
         if not math.isfinite(norm) or norm == 0.0:
             raise ConfigError("the direction is zero or not finite")
         raw = direction / norm * scales.output * math.sqrt(direction.shape[-1])
-        vector = cls.for_model(model, layer, site, positions, scales=scales, vector=raw.cpu())
-        assert isinstance(vector, SteeringVector)
-        return vector
+        return cls.for_model(model, layer, site, positions, scales=scales, vector=raw.cpu())
 
     @property
     def raw_vector(self) -> Tensor:

@@ -39,6 +39,9 @@ class ManifoldProjection(nn.Module):
     from the PCA's discarded variance; penalties divide by it so they are unit-free.
     """
 
+    components: Tensor  # [k, d] buffers
+    mean: Tensor
+
     def __init__(self, components: Tensor, mean: Tensor, scale: float = 1.0) -> None:
         super().__init__()
         if components.ndim != 2 or mean.shape != (components.shape[1],):
@@ -64,11 +67,11 @@ class ManifoldProjection(nn.Module):
 
     @property
     def width(self) -> int:
-        return self.components.shape[1]
+        return int(self.components.shape[1])
 
     @property
     def n_components(self) -> int:
-        return self.components.shape[0]
+        return int(self.components.shape[0])
 
     def on_subspace(self, x: Float[Tensor, "*batch d"]) -> Float[Tensor, "*batch d"]:
         """``P·x`` for displacements (no centring)."""

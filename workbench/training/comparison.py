@@ -189,21 +189,21 @@ def run_comparison(
                 model, setting, fit, validation, config, out, progress
             ):
                 labels = SweepLabels(method=method, seed=seed)
-                sweep = dict(
+                options: dict[str, Any] = dict(
                     labels=labels,
                     batch_size=config.batch_size,
                     cache_dir=out / "sweeps" if out is not None else None,
                     progress=progress,
                 )
                 tables.append(
-                    run_sweep(model, test, intervention, config.multipliers, **sweep).assign(
+                    run_sweep(model, test, intervention, config.multipliers, **options).assign(
                         concept=concept
                     )
                 )
                 if config.select_m:
                     validation_tables.append(
                         run_sweep(
-                            model, validation, intervention, config.multipliers, **sweep
+                            model, validation, intervention, config.multipliers, **options
                         ).assign(concept=concept)
                     )
                 interventions[(concept, form, method, seed)] = intervention
@@ -284,6 +284,8 @@ def _interventions(model, setting: _Setting, fit, validation, config, out, progr
             if method in wanted:
                 yield method, form, intervention, history
             if method == "split" and "split_projected" in wanted:
+                if setting.projection is None:
+                    raise ConfigError("split_projected needs the manifold projection of the site")
                 projected = ProjectedIntervention(
                     intervention, setting.projection, strength=config.projection_strength
                 )
