@@ -13,11 +13,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from workbench.data.concepts import DEFAULT_CONCEPT, shipped_concepts
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.hooks.names import check_layer
 from workbench.models.packaged import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 
 class ComparisonDefaults:
@@ -124,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _check_layer(args: argparse.Namespace, model) -> None:
+def _check_layer(args: argparse.Namespace, model: TransformerBridge) -> None:
     if args.layer is not None:
         check_layer(model, args.layer, "--layer")
 

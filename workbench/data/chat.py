@@ -4,14 +4,18 @@ answer cue that makes a base model answer a persona question in the answer forma
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from workbench.data.pairs import ContrastPair, PairDataset
 from workbench.errors import ConfigError
 from workbench.models.loading import model_provenance
 from workbench.models.packaged import PACKAGED_MODELS
 
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
-def chat_prompt(model, prompt: str, system_prompt: str | None = None) -> str:
+
+def chat_prompt(model: TransformerBridge, prompt: str, system_prompt: str | None = None) -> str:
     """``prompt`` as a single user turn followed by the assistant's turn opener.
 
     A leading BOS token in the rendered template is dropped when the model prepends BOS
@@ -32,7 +36,9 @@ def chat_prompt(model, prompt: str, system_prompt: str | None = None) -> str:
     return text
 
 
-def with_chat_template(model, pairs: PairDataset, system_prompt: str | None = None) -> PairDataset:
+def with_chat_template(
+    model: TransformerBridge, pairs: PairDataset, system_prompt: str | None = None
+) -> PairDataset:
     """A copy of ``pairs`` whose prompts are chat-formatted for ``model``; answers lose their
     leading space, since the assistant turn starts on a fresh line."""
 
@@ -74,7 +80,7 @@ def with_answer_cue(pairs: PairDataset, cue: str = DEFAULT_CUE) -> PairDataset:
     return pairs.map(cued)
 
 
-def resolve_prompt_style(model, pairs: PairDataset, style: str = "auto") -> str:
+def resolve_prompt_style(model: TransformerBridge, pairs: PairDataset, style: str = "auto") -> str:
     """The concrete style ``auto`` stands for: plain prompts for free-text answers; for
     answers that repeat (Yes/No, (A)/(B)), the chat template on a model that has one, else
     the answer cue."""
@@ -89,7 +95,7 @@ def resolve_prompt_style(model, pairs: PairDataset, style: str = "auto") -> str:
     return "chat" if has_chat_template(model) else "cue"
 
 
-def has_chat_template(model) -> bool:
+def has_chat_template(model: TransformerBridge) -> bool:
     """Whether ``model`` is meant to be prompted through a chat template (the packaged
     models say so explicitly; Gemma 3 270M is a base model)."""
     packaged = PACKAGED_MODELS.get(model_provenance(model).name)
@@ -99,7 +105,7 @@ def has_chat_template(model) -> bool:
 
 
 def format_prompts(
-    model,
+    model: TransformerBridge,
     pairs: PairDataset,
     style: str = "auto",
     cue: str = DEFAULT_CUE,

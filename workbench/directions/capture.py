@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from jaxtyping import Float, Int
@@ -34,6 +34,9 @@ from workbench.errors import ConfigError, HookNameError
 from workbench.hooks.names import check_hook_names, stop_layer_for
 from workbench.models.loading import model_device, model_provenance
 from workbench.provenance import Provenance, stable_hash
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 PositionRule = Literal["last_prompt", "answer_mean", "answer_tokens"]
 POSITION_RULES: tuple[str, ...] = ("last_prompt", "answer_mean", "answer_tokens")
@@ -124,7 +127,7 @@ def answer_groups(pairs: Sequence[ContrastPair]) -> dict[str, str]:
 
 
 def capture_activations(
-    model,
+    model: TransformerBridge,
     pairs: Sequence[ContrastPair],
     hook_names: Sequence[str],
     *,
@@ -222,7 +225,9 @@ def capture_activations(
 
 
 @torch.no_grad()
-def run_batch_with_cache(model, encoded: EncodedBatch, hook_names: list[str], stop_at: int | None):
+def run_batch_with_cache(
+    model: TransformerBridge, encoded: EncodedBatch, hook_names: list[str], stop_at: int | None
+):
     """Activations at ``hook_names`` for one encoded batch (masks and positions honoured)."""
     _, cache = model.run_with_cache(
         encoded.input_ids,

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -40,6 +41,9 @@ from workbench.errors import ConfigError, HookNameError
 from workbench.hooks.names import hook_layer, resid_post
 from workbench.models.loading import model_provenance
 from workbench.provenance import Provenance
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 Extractor = Callable[[ActivationSet, str, int], Float[Tensor, " d"]]
 
@@ -181,7 +185,7 @@ class ConceptDirection:
         """The direction with norm ``fraction × mean residual-stream norm``."""
         return self.unit * fraction_of_mean_norm * self.mean_resid_norm
 
-    def check_model(self, model) -> None:
+    def check_model(self, model: TransformerBridge) -> None:
         """Raise a clear error if ``model`` has no such hook or another width there."""
         if self.hook not in model.hook_dict:
             raise HookNameError(
@@ -208,7 +212,7 @@ class ConceptDirection:
         return save_artefact(path, {"vector": self.vector}, meta)
 
     @classmethod
-    def load(cls, path: str | Path, model=None) -> ConceptDirection:
+    def load(cls, path: str | Path, model: TransformerBridge | None = None) -> ConceptDirection:
         """Load a saved direction; with ``model``, also check that it fits that model."""
         tensors, meta = load_artefact(path)
         direction = cls(
@@ -253,7 +257,7 @@ def direction_from_activations(
 
 
 def extract_direction(
-    model,
+    model: TransformerBridge,
     pairs: Sequence[ContrastPair] | PairDataset,
     layer: int,
     method: str = "balanced_diff_of_means",

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,9 @@ from workbench.directions.extract import EXTRACTORS, paired_rows
 from workbench.errors import ConfigError
 from workbench.hooks.names import resid_post
 
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
 
 @dataclass(frozen=True)
 class LayerSweep:
@@ -42,7 +45,7 @@ class LayerSweep:
 
 
 def layer_sweep(
-    model,
+    model: TransformerBridge,
     pairs: PairDataset,
     layers: Sequence[int] | None = None,
     methods: Sequence[str] = tuple(EXTRACTORS),

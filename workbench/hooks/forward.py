@@ -15,12 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from workbench.errors import ConfigError
 from workbench.hooks.scoped import scoped_hooks
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 FINAL_NORM_HOOK = "ln_final.hook_out"
 
@@ -35,7 +39,7 @@ class _StopForward(Exception):
 
 
 @contextmanager
-def skipping_blocks_before(model, layer: int) -> Iterator[None]:
+def skipping_blocks_before(model: TransformerBridge, layer: int) -> Iterator[None]:
     """Blocks before ``layer`` do nothing inside the block (restored on exit, also on error)."""
     swapped = []
     try:
@@ -48,7 +52,9 @@ def skipping_blocks_before(model, layer: int) -> Iterator[None]:
             block._modules["_original_component"] = original
 
 
-def residual_before(model, input_ids, attention_mask, position_ids, layer: int) -> Tensor:
+def residual_before(
+    model: TransformerBridge, input_ids, attention_mask, position_ids, layer: int
+) -> Tensor:
     """The residual stream entering block ``layer`` ([batch, seq, d_model])."""
     if layer == 0:
         raise ConfigError("there is no residual before block 0 to reuse; start from tokens")
@@ -57,7 +63,7 @@ def residual_before(model, input_ids, attention_mask, position_ids, layer: int) 
     )
 
 
-def final_normed_residual(model, inputs, **forward_kwargs) -> Tensor:
+def final_normed_residual(model: TransformerBridge, inputs, **forward_kwargs) -> Tensor:
     """Run ``model(inputs, **forward_kwargs)`` up to and including the final norm only."""
     captured: dict[str, Tensor] = {}
 
@@ -72,7 +78,7 @@ def final_normed_residual(model, inputs, **forward_kwargs) -> Tensor:
     return captured["normed"]
 
 
-def unembed(model, normed: Tensor) -> Tensor:
+def unembed(model: TransformerBridge, normed: Tensor) -> Tensor:
     """Logits from final-normed residuals, with the model's logit soft-capping if it has one."""
     logits = model.unembed(normed)
     cap = getattr(getattr(model.original_model, "config", None), "final_logit_softcapping", None)
@@ -81,7 +87,9 @@ def unembed(model, normed: Tensor) -> Tensor:
     return logits
 
 
-def answer_logprob_sums(model, normed: Tensor, batch, alternative: Tensor | None = None) -> Tensor:
+def answer_logprob_sums(
+    model: TransformerBridge, normed: Tensor, batch, alternative: Tensor | None = None
+) -> Tensor:
     """Sum of log P(answer token | prefix) per row of an ``EncodedBatch``, from final-normed
     residuals, unembedding the answer-predicting positions only (differentiable).
 

@@ -9,8 +9,12 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from workbench.errors import ConfigError, HookNameError
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
 
@@ -30,12 +34,12 @@ def mlp_output(layer: int) -> str:
     return f"blocks.{layer}.mlp.out.hook_out"
 
 
-def last_resid_post(model) -> str:
+def last_resid_post(model: TransformerBridge) -> str:
     """The residual stream after the model's last block."""
     return resid_post(model.cfg.n_layers - 1)
 
 
-def check_layer(model, layer: int, label: str = "layer") -> int:
+def check_layer(model: TransformerBridge, layer: int, label: str = "layer") -> int:
     """Return ``layer`` if the model has that block, else raise a :class:`ConfigError` naming
     ``label`` (e.g. ``--layer``) and the blocks there are."""
     n_layers = model.cfg.n_layers
@@ -52,7 +56,7 @@ def hook_layer(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def check_hook_names(model, names: Iterable[str]) -> list[str]:
+def check_hook_names(model: TransformerBridge, names: Iterable[str]) -> list[str]:
     """Return ``names`` as a list, or raise :class:`HookNameError` for one the model lacks."""
     names = list(names)
     if not names:

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from workbench.hooks.names import check_hook_names
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 HookFn = Callable[..., object]
 
 
 @contextmanager
-def scoped_hooks(model, hooks: Sequence[tuple[str, HookFn]]) -> Iterator[None]:
+def scoped_hooks(model: TransformerBridge, hooks: Sequence[tuple[str, HookFn]]) -> Iterator[None]:
     """Add ``(hook name, fn)`` forward hooks; ``fn(tensor, hook=...)`` may return a new tensor."""
     if hooks:
         check_hook_names(model, [name for name, _ in hooks])
@@ -31,7 +35,7 @@ def scoped_hooks(model, hooks: Sequence[tuple[str, HookFn]]) -> Iterator[None]:
             point.fwd_hooks = [h for h in point.fwd_hooks if h is not handle]
 
 
-def count_forward_hooks(model) -> int:
+def count_forward_hooks(model: TransformerBridge) -> int:
     """How many forward hooks are attached to the model's hook points (for leak checks)."""
     points = {id(point): point for point in model.hook_dict.values()}  # aliases share points
     return sum(len(point._forward_hooks) for point in points.values())

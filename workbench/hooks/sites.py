@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -29,6 +29,9 @@ from workbench.directions.capture import run_batch_with_cache
 from workbench.errors import ConfigError
 from workbench.hooks.names import check_layer, mlp_hidden, mlp_output, resid_post, stop_layer_for
 from workbench.models.loading import model_device, model_provenance
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 SITES: tuple[str, ...] = ("block", "mlp_out", "resid")
 DEFAULT_SITE = "block"
@@ -45,9 +48,11 @@ def site_hooks(site: str, layer: int) -> tuple[str, str]:
     raise ConfigError(f"unknown site {site!r}; choose one of {SITES}")
 
 
-def site_widths(model, site: str) -> tuple[int, int]:
+def site_widths(model: TransformerBridge, site: str) -> tuple[int, int]:
     """(d_in, d_out) of a site on ``model``."""
     if site in ("block", "mlp_out"):
+        if model.cfg.d_mlp is None:
+            raise ConfigError(f"the {site} site needs an MLP, and this model's config has no d_mlp")
         return model.cfg.d_mlp, model.cfg.d_model
     if site == "resid":
         return model.cfg.d_model, model.cfg.d_model
@@ -94,7 +99,7 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 @torch.no_grad()
 def site_scales(
-    model, site: str, layer: int, n_texts: int = 64, batch_size: int = 16
+    model: TransformerBridge, site: str, layer: int, n_texts: int = 64, batch_size: int = 16
 ) -> SiteScales:
     """Measure :class:`SiteScales` at ``site`` of block ``layer`` on the neutral sentences.
 

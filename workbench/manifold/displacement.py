@@ -20,6 +20,7 @@ m) plus ``side`` and ``hook``, so the two join.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -40,15 +41,18 @@ from workbench.steering.apply import steering
 from workbench.steering.forms import Intervention
 from workbench.steering.roles import TokenRoles
 
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
-def downstream_hooks(model, layer: int) -> list[str]:
+
+def downstream_hooks(model: TransformerBridge, layer: int) -> list[str]:
     """Residual-stream hooks of ``layer`` and every later block."""
     return [resid_post(i) for i in range(layer, model.cfg.n_layers)]
 
 
 @torch.no_grad()
 def displacement_table(
-    model,
+    model: TransformerBridge,
     pairs: Sequence[ContrastPair],
     intervention: Intervention,
     multipliers: Sequence[float],
@@ -78,19 +82,20 @@ def displacement_table(
         batch_pairs = list(pairs[start : start + batch_size])
         batch = encode_pairs(model.tokenizer, batch_pairs, side, prepend_bos=prepend_bos).to(device)
         roles = TokenRoles.from_batch(batch)
-        forward = dict(
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
-            names_filter=hooks,
-            return_cache_object=False,
+        forward: dict[str, Any] = dict(
+            attention_mask=batch.attention_mask, position_ids=batch.position_ids, names_filter=hooks
         )
-        base_logits, base = model.run_with_cache(batch.input_ids, **forward)
+        base_logits, base = model.run_with_cache(
+            batch.input_ids, return_cache_object=False, **forward
+        )
         base_logprobs = base_logits[batch.answer_mask].double().log_softmax(-1)
         index = torch.arange(len(batch_pairs), device=device)[:, None]
         owner = index.expand_as(batch.answer_mask)[batch.answer_mask].cpu().numpy()
         for m in multipliers:
             with steering(model, [(intervention, float(m))], roles):
-                logits, steered = model.run_with_cache(batch.input_ids, **forward)
+                logits, steered = model.run_with_cache(
+                    batch.input_ids, return_cache_object=False, **forward
+                )
             logprobs = logits[batch.answer_mask].double().log_softmax(-1)
             # KL(steered || unsteered) of the next-token distributions, and the steered entropy
             kl = F.kl_div(base_logprobs, logprobs, log_target=True, reduction="none").sum(-1)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,6 +29,9 @@ from workbench.models.loading import model_device, model_provenance
 from workbench.steering.apply import steering
 from workbench.steering.forms import Intervention
 from workbench.steering.roles import TokenRoles
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 
 @dataclass
@@ -42,7 +46,7 @@ class ActivationShift:
 
 @torch.no_grad()
 def steered_answer_states(
-    model,
+    model: TransformerBridge,
     intervention: Intervention,
     pairs: Sequence[ContrastPair],
     multipliers: Sequence[float],
@@ -70,7 +74,7 @@ def steered_answer_states(
 
 
 def activation_shift(
-    model,
+    model: TransformerBridge,
     manifold,
     intervention: Intervention,
     pairs: Sequence[ContrastPair],
@@ -116,7 +120,7 @@ def activation_shift(
 
 @torch.no_grad()
 def token_projections(
-    model,
+    model: TransformerBridge,
     texts: Sequence[str],
     direction: np.ndarray | Tensor,
     hook: str,

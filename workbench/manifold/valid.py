@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,6 +31,9 @@ from workbench.errors import ConfigError
 from workbench.hooks.names import check_hook_names, stop_layer_for
 from workbench.models.loading import model_device, model_provenance
 from workbench.steering.generation import generate
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 
 @dataclass
@@ -50,7 +54,7 @@ class TokenActivations:
 
 @torch.no_grad()
 def token_activations(
-    model,
+    model: TransformerBridge,
     prompts: Sequence[str],
     answers: Sequence[str] | None,
     hooks: Sequence[str],
@@ -85,7 +89,7 @@ def token_activations(
 
 
 def collect_valid_activations(
-    model,
+    model: TransformerBridge,
     hooks: Sequence[str],
     pairs: Sequence[ContrastPair] = (),
     *,

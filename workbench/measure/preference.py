@@ -11,12 +11,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from workbench.data.pairs import ContrastPair
 from workbench.measure.answer_bias import answers_repeat, preference_scores
 from workbench.measure.scoring import answer_logprobs
 from workbench.steering.apply import Multiplier
 from workbench.steering.forms import Intervention
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,7 @@ class PreferenceSummary:
 
 
 def preference_summary(
-    model,
+    model: TransformerBridge,
     pairs: Sequence[ContrastPair],
     interventions: Sequence[tuple[Intervention, Multiplier]] = (),
     batch_size: int = 16,

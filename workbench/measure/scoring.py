@@ -7,6 +7,7 @@ length; the preference and utility log-odds are built from these.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float, Int
@@ -21,10 +22,13 @@ from workbench.steering.apply import Multiplier, steering
 from workbench.steering.forms import Intervention
 from workbench.steering.roles import TokenRoles
 
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
 
 @torch.no_grad()
 def answer_logprobs(
-    model,
+    model: TransformerBridge,
     pairs: Sequence[ContrastPair],
     side: str,
     interventions: Sequence[tuple[Intervention, Multiplier]] = (),

@@ -30,6 +30,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,9 @@ from workbench.provenance import stable_hash
 from workbench.steering.forms import Intervention
 from workbench.steering.paired import encode_paired, paired_logprobs, start_inputs
 
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
 ENGINE_VERSION = 2
 DEFAULT_GRID = (-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0)
 
@@ -59,7 +63,7 @@ class SweepLabels:
 
 
 def run_sweep(
-    model,
+    model: TransformerBridge,
     pairs: Sequence[ContrastPair],
     intervention: Intervention | None = None,
     multipliers: Sequence[float] = DEFAULT_GRID,
@@ -135,7 +139,7 @@ def row_keys(pair: ContrastPair, intervention: Intervention, method: str, m: flo
 
 
 def naive_sweep(
-    model,
+    model: TransformerBridge,
     pairs: Sequence[ContrastPair],
     intervention: Intervention | None = None,
     multipliers: Sequence[float] = DEFAULT_GRID,
@@ -165,12 +169,12 @@ def naive_sweep(
     )
 
 
-def sweep_key(model, pairs, intervention, grid, labels) -> str:
+def sweep_key(model: TransformerBridge, pairs, intervention, grid, labels) -> str:
     """Hash of everything that decides a sweep's numbers."""
     return stable_hash(_describe(model, pairs, intervention, grid, labels))
 
 
-def _describe(model, pairs, intervention, grid, labels) -> dict:
+def _describe(model: TransformerBridge, pairs, intervention, grid, labels) -> dict:
     return {
         "engine_version": ENGINE_VERSION,
         "model": model_provenance(model).to_dict(),
@@ -203,7 +207,7 @@ def _grid(multipliers: Sequence[float]) -> tuple[float, ...]:
 
 
 @torch.no_grad()
-def _batch_losses(model, pairs, intervention, grid, max_rows, verify):
+def _batch_losses(model: TransformerBridge, pairs, intervention, grid, max_rows, verify):
     """Losses and lengths, each [len(grid), len(pairs)], for one batch of pairs (the paired
     forward of :mod:`workbench.steering.paired`, chunks of multipliers batched together)."""
     paired = encode_paired(

@@ -7,6 +7,7 @@ text (0: none repeats; close to 1: one phrase over and over).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -15,6 +16,9 @@ from workbench.errors import ConfigError
 from workbench.measure.sweeps import row_keys
 from workbench.steering.forms import Intervention
 from workbench.steering.generation import generate_tokens
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 
 def repetition_rate(tokens: Sequence[int], n: int = 3) -> float:
@@ -28,7 +32,7 @@ def repetition_rate(tokens: Sequence[int], n: int = 3) -> float:
 
 
 def generation_diagnostics(
-    model,
+    model: TransformerBridge,
     pairs: Sequence[ContrastPair],
     intervention: Intervention,
     multipliers: Sequence[float],

@@ -9,6 +9,7 @@ repeat), the mean answer mass P(A_p|q) + P(A_n|q), and the prompt style used.
 from __future__ import annotations
 
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,9 +21,12 @@ from workbench.measure import answer_bias
 from workbench.measure.sweeps import run_sweep
 from workbench.models.loading import model_provenance
 
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
 
 def unsteered_baselines(
-    model,
+    model: TransformerBridge,
     datasets: dict[str, PairDataset],
     prompt_style: str = "auto",
     split: str = "all",

@@ -7,6 +7,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -18,6 +19,9 @@ from workbench.training.summary import (
     split_vs_sft,
     summarise,
 )
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 FILES = ("sweeps.parquet", "summary.csv", "summary_validated_m.csv", "split_vs_sft.csv")
 
@@ -43,7 +47,7 @@ class ComparisonReport:
             + self.split_vs_sft.to_string(index=False, float_format=lambda v: f"{v:+.2f}")
         )
 
-    def write(self, out: Path, model) -> None:
+    def write(self, out: Path, model: TransformerBridge) -> None:
         out.mkdir(parents=True, exist_ok=True)
         self.comparison.sweeps.to_parquet(out / "sweeps.parquet")
         self.comparison.validation_sweeps.to_parquet(out / "validation_sweeps.parquet")
@@ -66,7 +70,9 @@ class ComparisonReport:
         )
 
 
-def compare_methods(model, config: ComparisonConfig, out: Path) -> ComparisonReport:
+def compare_methods(
+    model: TransformerBridge, config: ComparisonConfig, out: Path
+) -> ComparisonReport:
     """Run the comparison (artefacts and sweeps cached under ``out``) and summarise it."""
     started = time.perf_counter()
     comparison = run_comparison(model, config, out_dir=out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -19,12 +20,15 @@ from workbench.measure.fits import (
 from workbench.measure.sweeps import SweepLabels, run_sweep
 from workbench.steering.concept_vectors import concept_vector
 
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
 PAPER_R2 = {"preference": 0.95, "utility": 0.97}
 DEFAULT_CURVE_GRID = (-16.0, -8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0, 16.0)
 
 
 def concept_curves(
-    model,
+    model: TransformerBridge,
     concept: str,
     *,
     site: str = "mlp_out",

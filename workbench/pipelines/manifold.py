@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -30,6 +30,9 @@ from workbench.manifold.valid import collect_valid_activations
 from workbench.measure.fits import FlatCurveError, fit_sweep_curve
 from workbench.pipelines.curves import DEFAULT_CURVE_GRID, concept_curves
 from workbench.steering.concept_vectors import concept_vector
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 SPLITS = ("train", "test", "all")
 
@@ -90,7 +93,7 @@ class ManifoldAnalysis:
 
 
 def manifold_analysis(
-    model,
+    model: TransformerBridge,
     datasets: Mapping[str, PairDataset],
     *,
     layer: int | None = None,
@@ -113,7 +116,9 @@ def manifold_analysis(
     return ManifoldAnalysis(claims, pd.concat(tables, ignore_index=True), split, density)
 
 
-def _concept_claim(model, concept, pairs, layer, split, components, density, seed, cache_dir):
+def _concept_claim(
+    model: TransformerBridge, concept, pairs, layer, split, components, density, seed, cache_dir
+):
     sweep, fits = concept_curves(
         model, concept, layer=layer, n_bootstrap=0, seed=seed, cache_dir=cache_dir
     )

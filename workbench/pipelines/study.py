@@ -22,7 +22,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -50,6 +50,9 @@ from workbench.steering.projected import ManifoldProjection
 from workbench.training.comparison import RECIPES, Comparison, ComparisonConfig, run_comparison
 from workbench.training.summary import choose_multipliers, split_vs_sft, summarise
 from workbench.training.trainer import TrainingConfig
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,7 @@ class TokenViews:
 
 
 def run_study(
-    model,
+    model: TransformerBridge,
     pairs: PairDataset,
     settings: StudySettings | None = None,
     out: str | Path = "runs/study",
@@ -352,7 +355,9 @@ def _write(run: StudyRun, out: Path, report: Report, diffmean, seconds: float) -
     return path
 
 
-def _diffmean_vector(model, train, layer: int, settings: StudySettings) -> SteeringVector:
+def _diffmean_vector(
+    model: TransformerBridge, train, layer: int, settings: StudySettings
+) -> SteeringVector:
     """The answer-balanced DiffMean at the study's site, in units of the typical norm."""
     return concept_vector(model, train, layer, site=settings.site, seed=settings.seed)
 
@@ -371,7 +376,9 @@ def _fits(sweeps: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _layer_sweeps(model, train, test, chosen, settings, out, progress) -> pd.DataFrame:
+def _layer_sweeps(
+    model: TransformerBridge, train, test, chosen, settings, out, progress
+) -> pd.DataFrame:
     """DiffMean at a few layers (evenly spaced, with the chosen one), swept on a few pairs."""
     n_layers = model.cfg.n_layers
     spaced = np.linspace(0, n_layers - 1, settings.heatmap_layers).round().astype(int).tolist()

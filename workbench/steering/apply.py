@@ -20,6 +20,8 @@ from workbench.hooks.scoped import scoped_hooks
 from workbench.steering.roles import TokenRoles
 
 if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
     from workbench.steering.forms import Intervention
 
 Multiplier = float | Tensor  # a scalar, or one value per batch row
@@ -42,7 +44,7 @@ class SteeringState:
 
 @contextmanager
 def steering(
-    model,
+    model: TransformerBridge,
     interventions: Sequence[tuple[Intervention, Multiplier]],
     roles: TokenRoles | None = None,
     *,

@@ -14,6 +14,7 @@ difference itself).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from workbench.data.pairs import ContrastPair
 from workbench.directions.capture import capture_activations
@@ -22,11 +23,14 @@ from workbench.hooks.names import resid_post
 from workbench.hooks.sites import DEFAULT_SITE, site_hooks, site_scales
 from workbench.steering.forms import SteeringVector
 
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
 DEFAULT_EXTRACTOR = "balanced_diff_of_means"
 
 
 def concept_vectors(
-    model,
+    model: TransformerBridge,
     pairs: Sequence[ContrastPair],
     layers: Sequence[int],
     *,
@@ -57,7 +61,7 @@ def concept_vectors(
 
 
 def concept_vector(
-    model,
+    model: TransformerBridge,
     pairs: Sequence[ContrastPair],
     layer: int,
     *,

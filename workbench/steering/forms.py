@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from jaxtyping import Float
@@ -50,6 +50,9 @@ from workbench.hooks.sites import DEFAULT_SITE, SiteScales, site_hooks, site_wid
 from workbench.models.loading import model_device
 from workbench.steering.apply import Multiplier, steering
 from workbench.steering.roles import POSITIONS, TokenRoles
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 FormT = TypeVar("FormT", bound="Intervention")
 
@@ -122,7 +125,7 @@ class Intervention(nn.Module):
     @classmethod
     def for_model(
         cls: type[FormT],
-        model,
+        model: TransformerBridge,
         layer: int,
         site: str = DEFAULT_SITE,
         positions: str = "all",
@@ -155,7 +158,7 @@ class Intervention(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def check_model(self, model) -> None:
+    def check_model(self, model: TransformerBridge) -> None:
         """Raise a clear error if this intervention does not fit ``model``."""
         check_layer(model, self.layer, f"{self.label} at layer")
         d_in, d_out = site_widths(model, self.site)
@@ -165,7 +168,9 @@ class Intervention(nn.Module):
                 f"model's widths there are {d_in} -> {d_out}"
             )
 
-    def applied(self, model, m: Multiplier = 1.0, roles: TokenRoles | None = None):
+    def applied(
+        self, model: TransformerBridge, m: Multiplier = 1.0, roles: TokenRoles | None = None
+    ):
         """Context manager: steer ``model`` with this intervention at multiplier ``m``."""
         return steering(model, [(self, m)], roles)
 
@@ -225,7 +230,7 @@ class SteeringVector(Intervention):
     @classmethod
     def along(
         cls,
-        model,
+        model: TransformerBridge,
         layer: int,
         direction: Tensor,
         scales: SiteScales,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -34,9 +34,12 @@ from workbench.steering.apply import Multiplier, steering
 from workbench.steering.forms import Intervention
 from workbench.steering.roles import TokenRoles
 
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
 
 def generate(
-    model,
+    model: TransformerBridge,
     prompts: Sequence[str],
     interventions: Sequence[tuple[Intervention, Multiplier]] = (),
     **options: Any,
@@ -52,7 +55,7 @@ def generate(
 
 @torch.no_grad()
 def generate_tokens(
-    model,
+    model: TransformerBridge,
     prompts: Sequence[str],
     interventions: Sequence[tuple[Intervention, Multiplier]] = (),
     *,

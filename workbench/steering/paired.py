@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -31,6 +31,9 @@ from workbench.models.loading import model_device, model_provenance
 from workbench.steering.apply import SteeringState, steering
 from workbench.steering.forms import Intervention
 from workbench.steering.roles import TokenRoles
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 Observer = tuple[str, Callable[..., None]]
 
@@ -55,7 +58,7 @@ class PairedBatch:
 
 
 def encode_paired(
-    model,
+    model: TransformerBridge,
     prompts: Sequence[str],
     preferred: Sequence[str],
     opposite: Sequence[str],
@@ -82,7 +85,7 @@ def encode_paired(
 
 
 @torch.no_grad()
-def start_inputs(model, paired: PairedBatch, layer: int) -> Tensor:
+def start_inputs(model: TransformerBridge, paired: PairedBatch, layer: int) -> Tensor:
     """What the steered forwards start from: the tokens, or the residual entering ``layer``."""
     batch = paired.batch
     if layer == 0:
@@ -91,7 +94,7 @@ def start_inputs(model, paired: PairedBatch, layer: int) -> Tensor:
 
 
 def paired_logprobs(
-    model,
+    model: TransformerBridge,
     paired: PairedBatch,
     inputs: Tensor,
     intervention: Intervention | None,

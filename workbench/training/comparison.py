@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -49,6 +49,9 @@ from workbench.steering.io import load_intervention
 from workbench.steering.projected import ManifoldProjection, ProjectedIntervention
 from workbench.training.objective import SplitObjective
 from workbench.training.trainer import TrainingConfig, train_intervention
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 METHODS = ("diff_of_means", "random", "sft", "split", "split_projected")
 VECTOR_ONLY = ("diff_of_means", "random")
@@ -143,7 +146,7 @@ class Comparison:
 
 
 def run_comparison(
-    model,
+    model: TransformerBridge,
     config: ComparisonConfig | None = None,
     out_dir: str | Path | None = None,
     progress: bool = True,
@@ -237,7 +240,7 @@ class _Setting:
     projection: ManifoldProjection | None
 
 
-def _site_projection(model, train_pairs, hook: str, config: ComparisonConfig):
+def _site_projection(model: TransformerBridge, train_pairs, hook: str, config: ComparisonConfig):
     """The manifold's subspace at the intervention's output hook, from valid unsteered text
     (neutral sentences and the training answers)."""
     valid = collect_valid_activations(
@@ -249,7 +252,9 @@ def _site_projection(model, train_pairs, hook: str, config: ComparisonConfig):
     return ManifoldProjection.from_manifold(manifold)
 
 
-def _interventions(model, setting: _Setting, fit, validation, config, out, progress):
+def _interventions(
+    model: TransformerBridge, setting: _Setting, fit, validation, config, out, progress
+):
     """Yield (method, form, intervention, (epochs, steps) or None) for one concept and seed."""
     wanted = set(config.methods)
     layer, seed, scales = setting.layer, setting.seed, setting.scales
@@ -292,7 +297,9 @@ def _interventions(model, setting: _Setting, fit, validation, config, out, progr
                 yield "split_projected", form, projected, None
 
 
-def _trained(model, setting, form, fit, validation, training, config, out, progress):
+def _trained(
+    model: TransformerBridge, setting, form, fit, validation, training, config, out, progress
+):
     """Train (or load the saved artefact of) one intervention; returns it and its history.
 
     The artefact's name carries a hash of everything that decides the training, so a cached

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -48,6 +48,9 @@ from workbench.steering.projected import ManifoldProjection, off_manifold_excess
 from workbench.steering.roles import TokenRoles
 from workbench.training.objective import SplitObjective
 from workbench.training.optim import linear_schedule
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 DEFAULT_LEARNING_RATES = {"vector": 0.08, "lora": 0.02, "local_weight": 0.02}
 SELECTIONS = ("auto", "objective", "accuracy", "balanced_accuracy")
@@ -177,7 +180,7 @@ class TrainingResult:
     best_epoch: int
     stopped_early: bool
 
-    def provenance(self, model, pairs: Sequence[ContrastPair]) -> Provenance:
+    def provenance(self, model: TransformerBridge, pairs: Sequence[ContrastPair]) -> Provenance:
         return Provenance(
             model=model_provenance(model),
             method=self.config.method,
@@ -192,7 +195,9 @@ class TrainingResult:
             },
         )
 
-    def save(self, path: str | Path, model, pairs: Sequence[ContrastPair]) -> Path:
+    def save(
+        self, path: str | Path, model: TransformerBridge, pairs: Sequence[ContrastPair]
+    ) -> Path:
         """Save the intervention with its hyper-parameters, history and provenance."""
         return self.intervention.save(path, self.provenance(model, pairs).to_dict())
 
@@ -237,7 +242,7 @@ def make_examples(
 
 
 def example_losses(
-    model,
+    model: TransformerBridge,
     intervention: Intervention,
     examples: _Examples,
     *,
@@ -281,7 +286,7 @@ def example_losses(
 
 
 def train_intervention(
-    model,
+    model: TransformerBridge,
     intervention: Intervention,
     train_pairs: Sequence[ContrastPair],
     eval_pairs: Sequence[ContrastPair],
@@ -388,7 +393,15 @@ def _optimisation(intervention, parameters, n_pairs: int, config: TrainingConfig
     )
 
 
-def _train_epoch(model, intervention, train_pairs, config, opt: _Optimisation, projection, epoch):
+def _train_epoch(
+    model: TransformerBridge,
+    intervention,
+    train_pairs,
+    config,
+    opt: _Optimisation,
+    projection,
+    epoch,
+):
     """One pass over the examples in a random order, each at a factor drawn from the grid;
     yields each step's row (learning rate, gradient norm, loss terms)."""
     order = torch.randperm(opt.per_epoch, generator=opt.generator).tolist()
@@ -422,7 +435,9 @@ def _train_epoch(model, intervention, train_pairs, config, opt: _Optimisation, p
         yield row
 
 
-def _evaluate(model, intervention, pairs, config, projection, epoch) -> dict[str, Any]:
+def _evaluate(
+    model: TransformerBridge, intervention, pairs, config, projection, epoch
+) -> dict[str, Any]:
     """The objective on ``pairs`` at ±eval_multiplier, and summaries at +eval_multiplier."""
     n = len(pairs)
     factors = [config.eval_multiplier] * (n * (2 if config.subtract else 1))
@@ -498,7 +513,7 @@ def _improves(score: tuple[float, float], best: tuple[float, float], min_delta: 
 
 
 @contextmanager
-def _frozen(model) -> Iterator[None]:
+def _frozen(model: TransformerBridge) -> Iterator[None]:
     """The model's parameters take no gradient and it is in eval mode; both restored on exit."""
     flags = [(p, p.requires_grad) for p in model.parameters()]
     was_training = model.training
