@@ -121,11 +121,25 @@ def main(argv: list[str] | None = None) -> int:
             "study": _study,
             "baseline": _baseline,
         }
+        _check_choices(args)
         return commands[args.command](args)
     except WorkbenchError as error:  # input the workbench refuses; anything else is a bug
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"workbench {args.command}: error: {message}", file=sys.stderr)
         return 2
+
+
+def _check_choices(args: argparse.Namespace) -> None:
+    """Refuse an unknown --site or --prompt-style in one line, before anything loads."""
+    from workbench.data.chat import PROMPT_STYLES
+    from workbench.hooks.sites import SITES
+
+    for flag, value, allowed in (
+        ("--site", getattr(args, "site", None), SITES),
+        ("--prompt-style", getattr(args, "prompt_style", None), PROMPT_STYLES),
+    ):
+        if value is not None and value not in allowed:
+            raise ConfigError(f"unknown {flag} {value!r}; choose one of {', '.join(allowed)}")
 
 
 def _check_layer(args: argparse.Namespace, model: TransformerBridge) -> None:

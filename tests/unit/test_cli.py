@@ -23,7 +23,8 @@ def test_layer_out_of_range(capsys):
     ("arguments", "message"),
     [
         (["--forms", "vector", "adapter"], "unknown forms ['adapter']"),
-        (["--site", "attn"], "unknown site 'attn'"),
+        (["--site", "attn"], "unknown --site 'attn'"),
+        (["--prompt-style", "fancy"], "unknown --prompt-style 'fancy'"),
         (["--train-pairs", "0"], "train_pairs must be >= 1"),
         (["--model", "no/such-model-offline"], "no/such-model-offline"),
     ],

@@ -4,7 +4,7 @@ answer cue that makes a base model answer a persona question in the answer forma
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 from workbench.data.pairs import ContrastPair, PairDataset
 from workbench.errors import ConfigError
@@ -53,7 +53,8 @@ def with_chat_template(
     return pairs.map(format_pair)
 
 
-PROMPT_STYLES: tuple[str, ...] = ("auto", "plain", "cue", "chat")
+PromptStyle = Literal["auto", "plain", "cue", "chat"]
+PROMPT_STYLES: tuple[PromptStyle, ...] = get_args(PromptStyle)
 DEFAULT_CUE = "\n\nPlease answer {options}.\nAnswer:"
 
 
@@ -80,7 +81,9 @@ def with_answer_cue(pairs: PairDataset, cue: str = DEFAULT_CUE) -> PairDataset:
     return pairs.map(cued)
 
 
-def resolve_prompt_style(model: TransformerBridge, pairs: PairDataset, style: str = "auto") -> str:
+def resolve_prompt_style(
+    model: TransformerBridge, pairs: PairDataset, style: PromptStyle = "auto"
+) -> PromptStyle:
     """The concrete style ``auto`` stands for: plain prompts for free-text answers; for
     answers that repeat (Yes/No, (A)/(B)), the chat template on a model that has one, else
     the answer cue."""
@@ -107,7 +110,7 @@ def has_chat_template(model: TransformerBridge) -> bool:
 def format_prompts(
     model: TransformerBridge,
     pairs: PairDataset,
-    style: str = "auto",
+    style: PromptStyle = "auto",
     cue: str = DEFAULT_CUE,
     system_prompt: str | None = None,
 ) -> PairDataset:

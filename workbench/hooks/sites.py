@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
 
@@ -33,11 +33,12 @@ from workbench.models.loading import model_device, model_provenance
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-SITES: tuple[str, ...] = ("block", "mlp_out", "resid")
-DEFAULT_SITE = "block"
+Site = Literal["block", "mlp_out", "resid"]
+SITES: tuple[Site, ...] = get_args(Site)
+DEFAULT_SITE: Site = "block"
 
 
-def site_hooks(site: str, layer: int) -> tuple[str, str]:
+def site_hooks(site: Site, layer: int) -> tuple[str, str]:
     """(input hook, output hook) of a site at a block."""
     if site == "block":
         return mlp_hidden(layer), resid_post(layer)
@@ -48,7 +49,7 @@ def site_hooks(site: str, layer: int) -> tuple[str, str]:
     raise ConfigError(f"unknown site {site!r}; choose one of {SITES}")
 
 
-def site_widths(model: TransformerBridge, site: str) -> tuple[int, int]:
+def site_widths(model: TransformerBridge, site: Site) -> tuple[int, int]:
     """(d_in, d_out) of a site on ``model``."""
     if site in ("block", "mlp_out"):
         if model.cfg.d_mlp is None:
@@ -67,7 +68,7 @@ class SiteScales:
     ``n_texts`` neutral sentences; ``output_norm`` is the typical norm ``mean ‖h_out‖``.
     """
 
-    site: str
+    site: Site
     layer: int
     input: float
     output: float
@@ -82,7 +83,7 @@ class SiteScales:
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"SiteScales.{name} must be positive and finite, got {value}")
 
-    def check(self, site: str, layer: int) -> None:
+    def check(self, site: Site, layer: int) -> None:
         """Raise if these scales were measured at another site or layer."""
         if (site, layer) != (self.site, self.layer):
             raise ConfigError(
@@ -99,7 +100,7 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 @torch.no_grad()
 def site_scales(
-    model: TransformerBridge, site: str, layer: int, n_texts: int = 64, batch_size: int = 16
+    model: TransformerBridge, site: Site, layer: int, n_texts: int = 64, batch_size: int = 16
 ) -> SiteScales:
     """Measure :class:`SiteScales` at ``site`` of block ``layer`` on the neutral sentences.
 

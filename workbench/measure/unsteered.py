@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from workbench.data.chat import format_prompts, resolve_prompt_style
+from workbench.data.chat import PromptStyle, format_prompts, resolve_prompt_style
 from workbench.data.pairs import PairDataset
 from workbench.errors import ConfigError
 from workbench.measure import answer_bias
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 def unsteered_baselines(
     model: TransformerBridge,
     datasets: dict[str, PairDataset],
-    prompt_style: str = "auto",
+    prompt_style: PromptStyle = "auto",
     split: str = "all",
     batch_size: int = 8,
 ) -> pd.DataFrame:

@@ -11,6 +11,7 @@ import pandas as pd
 
 from workbench.data.concepts import load_concept
 from workbench.directions.layer_sweep import layer_sweep
+from workbench.hooks.sites import Site
 from workbench.measure.fits import (
     FlatCurveError,
     breakdown_multiplier,
@@ -31,7 +32,7 @@ def concept_curves(
     model: TransformerBridge,
     concept: str,
     *,
-    site: str = "mlp_out",
+    site: Site = "mlp_out",
     layer: int | None = None,
     multipliers: Sequence[float] = DEFAULT_CURVE_GRID,
     n_bootstrap: int = 100,

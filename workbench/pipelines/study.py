@@ -28,12 +28,12 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from workbench.data.chat import PROMPT_STYLES, format_prompts, resolve_prompt_style
+from workbench.data.chat import PROMPT_STYLES, PromptStyle, format_prompts, resolve_prompt_style
 from workbench.data.pairs import PairDataset
 from workbench.directions.layer_sweep import layer_sweep
 from workbench.errors import ConfigError
 from workbench.hooks.names import check_layer, last_resid_post
-from workbench.hooks.sites import DEFAULT_SITE, SITES, site_hooks
+from workbench.hooks.sites import DEFAULT_SITE, SITES, Site, site_hooks
 from workbench.manifold.displacement import displacement_table, measured_validity
 from workbench.manifold.embedding import ActivationShift, activation_shift, token_projections
 from workbench.manifold.estimator import ActivationManifold
@@ -60,11 +60,11 @@ class StudySettings:
     """Sizes and choices of a study (defaults: the 15-minute CPU budget)."""
 
     layer: int | None = None
-    site: str = DEFAULT_SITE
+    site: Site = DEFAULT_SITE
     forms: tuple[str, ...] = ("vector", "lora", "local_weight")
     # m in units of the site's typical norm (a unit direction at m = 1 pushes by that norm)
     multipliers: tuple[float, ...] = (-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 2.0)
-    prompt_style: str = "auto"
+    prompt_style: PromptStyle = "auto"
     recipe: str = "default"
     train_pairs: int = 24
     test_pairs: int = 12
@@ -122,7 +122,7 @@ class StudyRun:
     pairs: PairDataset  # prompts formatted in ``style``
     concept: str
     settings: StudySettings
-    style: str
+    style: PromptStyle
     layer: int = -1
     hook: str = ""  # the intervention's output hook
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)

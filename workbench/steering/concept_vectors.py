@@ -20,8 +20,9 @@ from workbench.data.pairs import ContrastPair
 from workbench.directions.capture import capture_activations
 from workbench.directions.extract import direction_from_activations
 from workbench.hooks.names import resid_post
-from workbench.hooks.sites import DEFAULT_SITE, site_hooks, site_scales
+from workbench.hooks.sites import DEFAULT_SITE, Site, site_hooks, site_scales
 from workbench.steering.forms import SteeringVector
+from workbench.steering.roles import Positions
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -34,9 +35,9 @@ def concept_vectors(
     pairs: Sequence[ContrastPair],
     layers: Sequence[int],
     *,
-    site: str = DEFAULT_SITE,
+    site: Site = DEFAULT_SITE,
     methods: Sequence[str] = (DEFAULT_EXTRACTOR,),
-    positions: str = "all",
+    positions: Positions = "all",
     normalise: bool = True,
     seed: int = 0,
     batch_size: int = 16,
@@ -65,9 +66,9 @@ def concept_vector(
     pairs: Sequence[ContrastPair],
     layer: int,
     *,
-    site: str = DEFAULT_SITE,
+    site: Site = DEFAULT_SITE,
     method: str = DEFAULT_EXTRACTOR,
-    positions: str = "all",
+    positions: Positions = "all",
     normalise: bool = True,
     seed: int = 0,
     batch_size: int = 16,

@@ -46,10 +46,10 @@ from torch import Tensor, nn
 from workbench.artefacts import save_artefact
 from workbench.errors import ConfigError
 from workbench.hooks.names import check_layer
-from workbench.hooks.sites import DEFAULT_SITE, SiteScales, site_hooks, site_widths
+from workbench.hooks.sites import DEFAULT_SITE, Site, SiteScales, site_hooks, site_widths
 from workbench.models.loading import model_device
 from workbench.steering.apply import Multiplier, steering
-from workbench.steering.roles import POSITIONS, TokenRoles
+from workbench.steering.roles import POSITIONS, Positions, TokenRoles
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -73,8 +73,8 @@ class Intervention(nn.Module):
         layer: int,
         d_in: int,
         d_out: int,
-        site: str = DEFAULT_SITE,
-        positions: str = "all",
+        site: Site = DEFAULT_SITE,
+        positions: Positions = "all",
         scale: float = 1.0,
         input_scale: float = 1.0,
     ) -> None:
@@ -127,8 +127,8 @@ class Intervention(nn.Module):
         cls: type[FormT],
         model: TransformerBridge,
         layer: int,
-        site: str = DEFAULT_SITE,
-        positions: str = "all",
+        site: Site = DEFAULT_SITE,
+        positions: Positions = "all",
         scales: SiteScales | None = None,
         **kwargs: Any,
     ) -> FormT:
@@ -215,8 +215,8 @@ class SteeringVector(Intervention):
         layer: int,
         d_in: int,
         d_out: int,
-        site: str = DEFAULT_SITE,
-        positions: str = "all",
+        site: Site = DEFAULT_SITE,
+        positions: Positions = "all",
         scale: float = 1.0,
         input_scale: float = 1.0,
         vector: Tensor | None = None,
@@ -234,8 +234,8 @@ class SteeringVector(Intervention):
         layer: int,
         direction: Tensor,
         scales: SiteScales,
-        site: str = DEFAULT_SITE,
-        positions: str = "all",
+        site: Site = DEFAULT_SITE,
+        positions: Positions = "all",
     ) -> SteeringVector:
         """A vector along ``direction`` whose push at m is ``m`` × the typical norm there."""
         direction = direction.detach().float()
@@ -267,8 +267,8 @@ class LoRAUpdate(Intervention):
         layer: int,
         d_in: int,
         d_out: int,
-        site: str = DEFAULT_SITE,
-        positions: str = "all",
+        site: Site = DEFAULT_SITE,
+        positions: Positions = "all",
         scale: float = 1.0,
         input_scale: float = 1.0,
         rank: int = 4,
@@ -304,8 +304,8 @@ class LocalWeightUpdate(Intervention):
         layer: int,
         d_in: int,
         d_out: int,
-        site: str = DEFAULT_SITE,
-        positions: str = "all",
+        site: Site = DEFAULT_SITE,
+        positions: Positions = "all",
         scale: float = 1.0,
         input_scale: float = 1.0,
     ) -> None:

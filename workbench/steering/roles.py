@@ -7,6 +7,7 @@ of the batch in flight say which positions those are.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from jaxtyping import Bool
 from torch import Tensor
@@ -14,7 +15,8 @@ from torch import Tensor
 from workbench.data.encoding import EncodedBatch
 from workbench.errors import ConfigError
 
-POSITIONS: tuple[str, ...] = ("all", "prompt", "answer")
+Positions = Literal["all", "prompt", "answer"]
+POSITIONS: tuple[Positions, ...] = get_args(Positions)
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class TokenRoles:
     def from_batch(cls, batch: EncodedBatch) -> TokenRoles:
         return cls(batch.attention_mask.bool(), batch.prompt_mask, batch.answer_mask)
 
-    def mask(self, positions: str) -> Bool[Tensor, "batch seq"]:
+    def mask(self, positions: Positions) -> Bool[Tensor, "batch seq"]:
         if positions == "all":
             return self.real
         if positions == "prompt":

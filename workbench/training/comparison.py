@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
-from workbench.data.chat import PROMPT_STYLES, format_prompts, resolve_prompt_style
+from workbench.data.chat import PROMPT_STYLES, PromptStyle, format_prompts, resolve_prompt_style
 from workbench.data.concepts import load_concept
 from workbench.data.pairs import PairDataset, validation_split
 from workbench.directions.layer_sweep import layer_sweep
 from workbench.errors import ConfigError
-from workbench.hooks.sites import DEFAULT_SITE, SITES, SiteScales, site_hooks, site_scales
+from workbench.hooks.sites import DEFAULT_SITE, SITES, Site, SiteScales, site_hooks, site_scales
 from workbench.manifold.estimator import ActivationManifold
 from workbench.manifold.valid import collect_valid_activations
 from workbench.measure.sweeps import SweepLabels, run_sweep
@@ -47,6 +47,7 @@ from workbench.steering.concept_vectors import DEFAULT_EXTRACTOR, concept_vector
 from workbench.steering.forms import FORMS
 from workbench.steering.io import load_intervention
 from workbench.steering.projected import ManifoldProjection, ProjectedIntervention
+from workbench.steering.roles import Positions
 from workbench.training.objective import SplitObjective
 from workbench.training.trainer import TrainingConfig, train_intervention
 
@@ -78,11 +79,11 @@ class ComparisonConfig:
     methods: tuple[str, ...] = METHODS
     seeds: tuple[int, ...] = (0, 1)
     layer: int | None = None  # None: the layer sweep's recommendation, per concept
-    site: str = DEFAULT_SITE
-    positions: str = "all"
+    site: Site = DEFAULT_SITE
+    positions: Positions = "all"
     multipliers: tuple[float, ...] = COMPARISON_GRID
     normalise: bool = True
-    prompt_style: str = "auto"
+    prompt_style: PromptStyle = "auto"
     recipe: str = "default"
     select_m: bool = True
     trained_m: float = 1.0
@@ -142,7 +143,7 @@ class Comparison:
     layers: dict[str, int]
     validation_sweeps: pd.DataFrame = field(default_factory=pd.DataFrame)
     layer_sweeps: dict[str, pd.DataFrame] = field(default_factory=dict)
-    prompt_styles: dict[str, str] = field(default_factory=dict)
+    prompt_styles: dict[str, PromptStyle] = field(default_factory=dict)
 
 
 def run_comparison(
