@@ -143,29 +143,13 @@ def capture_activations(
     Rows are ordered side by side (all positives, then all negatives), pairs in input order.
     ``last_prompt`` ignores ``sides`` and gives one ``"prompt"`` row per pair.
     """
-    if position_rule not in POSITION_RULES:
-        raise ConfigError(f"position_rule must be one of {POSITION_RULES}, got {position_rule!r}")
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    hook_names = check_hook_names(model, hook_names)
     pairs = list(pairs)
-    if not pairs:
-        raise ConfigError("no pairs to capture activations for")
-    if position_rule == "last_prompt":
-        sides = ("prompt",)
-    for side in sides:
-        if side not in ("positive", "negative") and position_rule != "last_prompt":
-            raise ConfigError(f"sides must be 'positive' and/or 'negative', got {side!r}")
-    provenance_model = model_provenance(model)
+    hook_names, sides = _checked(model, pairs, hook_names, position_rule, sides, batch_size)
+    prepend_bos = model_provenance(model).prepend_bos
     stop_at = stop_layer_for(hook_names, model.cfg.n_layers)
     device = model_device(model)
-    max_length = getattr(model.cfg, "n_ctx", None)
-
     chunks: dict[str, list[Tensor]] = {name: [] for name in hook_names}
-    pair_ids: list[str] = []
-    row_sides: list[str] = []
-    token_index: list[Tensor] = []
-    token_ids: list[Tensor] = []
+    rows = _Rows()
     steps = [(side, start) for side in sides for start in range(0, len(pairs), batch_size)]
     for side, start in tqdm(steps, desc="activations", disable=not progress, leave=False):
         batch_pairs = pairs[start : start + batch_size]
@@ -173,36 +157,19 @@ def capture_activations(
             model.tokenizer,
             batch_pairs,
             side,
-            prepend_bos=provenance_model.prepend_bos,
+            prepend_bos=prepend_bos,
             padding_side=padding_side,
-            max_length=max_length,
+            max_length=getattr(model.cfg, "n_ctx", None),
         ).to(device)
         cache = run_batch_with_cache(model, encoded, hook_names, stop_at)
         for name in hook_names:
             chunks[name].append(_reduce(cache[name], encoded, position_rule).to("cpu", dtype))
-        if position_rule == "answer_tokens":
-            counts = encoded.answer_mask.sum(-1).tolist()
-            for pair, count in zip(batch_pairs, counts):
-                pair_ids.extend([pair.id] * count)
-                row_sides.extend([side] * count)
-                token_index.append(torch.arange(count))
-            token_ids.append(encoded.input_ids[encoded.answer_mask].cpu())
-        else:
-            pair_ids.extend(p.id for p in batch_pairs)
-            row_sides.extend([side] * len(batch_pairs))
-            token_index.append(torch.full((len(batch_pairs),), -1))
-            token_ids.append(torch.full((len(batch_pairs),), -1))
+        rows.add(batch_pairs, side, encoded, position_rule)
         del cache
-
-    dataset_hash = (
-        pairs.content_hash()
-        if isinstance(pairs, PairDataset)
-        else PairDataset(pairs).content_hash()
-    )
     provenance = Provenance(
-        model=provenance_model,
+        model=model_provenance(model),
         method="capture_activations",
-        dataset_hash=dataset_hash,
+        dataset_hash=PairDataset(pairs).content_hash(),
         details={
             "hook_names": hook_names,
             "position_rule": position_rule,
@@ -214,14 +181,57 @@ def capture_activations(
     )
     return ActivationSet(
         activations={name: torch.cat(parts) for name, parts in chunks.items()},
-        pair_ids=pair_ids,
-        sides=row_sides,
-        token_index=torch.cat(token_index).long(),
-        token_ids=torch.cat(token_ids).long(),
+        pair_ids=rows.pair_ids,
+        sides=rows.sides,
+        token_index=torch.cat(rows.token_index).long(),
+        token_ids=torch.cat(rows.token_ids).long(),
         position_rule=position_rule,
         provenance=provenance,
         answer_groups=answer_groups(pairs),
     )
+
+
+def _checked(
+    model, pairs, hook_names, position_rule, sides, batch_size
+) -> tuple[list[str], tuple[str, ...]]:
+    """The hook names and sides, checked; raises a ConfigError naming the bad argument."""
+    if position_rule not in POSITION_RULES:
+        raise ConfigError(f"position_rule must be one of {POSITION_RULES}, got {position_rule!r}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    hook_names = check_hook_names(model, hook_names)
+    if not pairs:
+        raise ConfigError("no pairs to capture activations for")
+    if position_rule == "last_prompt":
+        return hook_names, ("prompt",)
+    for side in sides:
+        if side not in ("positive", "negative"):
+            raise ConfigError(f"sides must be 'positive' and/or 'negative', got {side!r}")
+    return hook_names, tuple(sides)
+
+
+@dataclass
+class _Rows:
+    """Row labels of the captured activations, batch by batch."""
+
+    pair_ids: list[str] = field(default_factory=list)
+    sides: list[str] = field(default_factory=list)
+    token_index: list[Tensor] = field(default_factory=list)
+    token_ids: list[Tensor] = field(default_factory=list)
+
+    def add(self, batch_pairs, side: str, encoded: EncodedBatch, position_rule: str) -> None:
+        if position_rule == "answer_tokens":  # one row per answer token
+            counts = encoded.answer_mask.sum(-1).tolist()
+            for pair, count in zip(batch_pairs, counts):
+                self.pair_ids.extend([pair.id] * count)
+                self.sides.extend([side] * count)
+                self.token_index.append(torch.arange(count))
+            self.token_ids.append(encoded.input_ids[encoded.answer_mask].cpu())
+        else:  # one row per pair
+            self.pair_ids.extend(p.id for p in batch_pairs)
+            self.sides.extend([side] * len(batch_pairs))
+            self.token_index.append(torch.full((len(batch_pairs),), -1))
+            self.token_ids.append(torch.full((len(batch_pairs),), -1))
 
 
 @torch.no_grad()

@@ -30,7 +30,7 @@ from torch import Tensor
 from workbench.data.encoding import encode_texts
 from workbench.errors import ConfigError
 from workbench.models.loading import model_device, model_provenance, repair_cache_keyword
-from workbench.steering.apply import Multiplier, steering
+from workbench.steering.apply import Multiplier, SteeringState, steering
 from workbench.steering.forms import Intervention
 from workbench.steering.roles import TokenRoles
 
@@ -73,7 +73,6 @@ def generate_tokens(
     if do_sample and temperature <= 0:
         raise ConfigError(f"temperature must be > 0 when sampling, got {temperature}")
     tokenizer = model.tokenizer
-    device = model_device(model)
     if use_cache:
         repair_cache_keyword(model)
     batch = encode_texts(
@@ -82,76 +81,91 @@ def generate_tokens(
         prepend_bos=model_provenance(model).prepend_bos,
         padding_side="left",
         max_length=getattr(model.cfg, "n_ctx", None),
-    ).to(device)
-    ids, real, positions = batch.input_ids, batch.attention_mask, batch.position_ids
-    prompt_role = batch.prompt_mask
-    rows = ids.shape[0]
-    generator = torch.Generator(device=device).manual_seed(seed)
+    ).to(model_device(model))
+    generator = torch.Generator(device=batch.input_ids.device).manual_seed(seed)
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos or 0)
-    finished = torch.zeros(rows, dtype=torch.bool, device=device)
+    finished = torch.zeros(batch.input_ids.shape[0], dtype=torch.bool, device=generator.device)
     generated: list[Tensor] = []
-
-    with (
-        steering(model, interventions, TokenRoles.from_batch(batch)) as state,
-    ):
-
-        def whole_sequence() -> tuple[Tensor, Tensor]:
-            # Every token so far: the prompt's are prompt positions, the generated answer ones.
-            n_new = ids.shape[1] - prompt_role.shape[1]
-            new = torch.ones(rows, n_new, dtype=torch.bool, device=device)
-            state.roles = TokenRoles(
-                real=real.bool(),
-                prompt=torch.cat([prompt_role, ~new], dim=1),
-                answer=torch.cat([torch.zeros_like(prompt_role), new], dim=1),
-            )
-            return ids, positions
-
-        past = None
+    with steering(model, interventions, TokenRoles.from_batch(batch)) as state:
+        decoder = _Decoder(model, batch, state, use_cache)
         for _ in range(max_new_tokens):
-            if past is not None:  # a cached one-token step: the new token is an answer token
-                one = torch.ones(rows, 1, dtype=torch.bool, device=device)
-                state.roles = TokenRoles(real=one, prompt=~one, answer=one)
-                step_ids, step_positions = ids[:, -1:], positions[:, -1:]
-            else:
-                step_ids, step_positions = whole_sequence()
-            if use_cache:
-                logits, past = model(
-                    step_ids,
-                    attention_mask=real,
-                    position_ids=step_positions,
-                    past_key_values=past,
-                    return_type="logits_and_cache",
-                )
-                if not _cache_holds(past, ids.shape[1]):
-                    warnings.warn(
-                        "the key-value cache did not take in the tokens fed to the model (this "
-                        "TransformerLens/transformers pair does not fill it); generating "
-                        "without the cache instead, which gives the same tokens, only slower",
-                        RuntimeWarning,
-                        stacklevel=3,
-                    )
-                    use_cache, past = False, None
-                    if step_ids.shape[1] != ids.shape[1]:  # this step saw too little context
-                        step_ids, step_positions = whole_sequence()
-                        logits = model(step_ids, attention_mask=real, position_ids=step_positions)
-            else:
-                logits = model(step_ids, attention_mask=real, position_ids=step_positions)
-            token = _choose(logits[:, -1].float(), do_sample, temperature, top_k, generator)
+            logits = decoder.next_logits()
+            token = _choose(logits.float(), do_sample, temperature, top_k, generator)
             token = torch.where(finished, torch.full_like(token, pad), token)
             generated.append(token)
             if stop_at_eos and eos is not None:
                 finished |= token == eos
-            ids = torch.cat([ids, token[:, None]], dim=1)
-            real = torch.cat([real, torch.ones_like(real[:, :1])], dim=1)
-            positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
+            decoder.append(token)
             if finished.all():
                 break
-
     out = torch.stack(generated, dim=1).tolist()
     if stop_at_eos and eos is not None:
         out = [row[: row.index(eos)] if eos in row else row for row in out]
     return out
+
+
+class _Decoder:
+    """The growing sequence and the model's cache; sets the token roles before each step."""
+
+    def __init__(self, model, batch, state: SteeringState, use_cache: bool) -> None:
+        self.model, self.state, self.use_cache = model, state, use_cache
+        self.ids, self.real, self.positions = (
+            batch.input_ids,
+            batch.attention_mask,
+            batch.position_ids,
+        )
+        self.prompt_role = batch.prompt_mask
+        self.past = None
+
+    def next_logits(self) -> Tensor:
+        """Logits of the next token ([rows, vocab]), from the cache where it holds the past."""
+        if self.past is not None:  # a cached one-token step: the new token is an answer token
+            one = torch.ones(self.ids.shape[0], 1, dtype=torch.bool, device=self.ids.device)
+            self.state.roles = TokenRoles(real=one, prompt=~one, answer=one)
+            step_ids, step_positions = self.ids[:, -1:], self.positions[:, -1:]
+        else:
+            step_ids, step_positions = self._whole_sequence()
+        if not self.use_cache:
+            return self._forward(step_ids, step_positions)[:, -1]
+        logits, self.past = self.model(
+            step_ids,
+            attention_mask=self.real,
+            position_ids=step_positions,
+            past_key_values=self.past,
+            return_type="logits_and_cache",
+        )
+        if not _cache_holds(self.past, self.ids.shape[1]):
+            warnings.warn(
+                "the key-value cache did not take in the tokens fed to the model (this "
+                "TransformerLens/transformers pair does not fill it); generating without the "
+                "cache instead, which gives the same tokens, only slower",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            self.use_cache, self.past = False, None
+            if step_ids.shape[1] != self.ids.shape[1]:  # this step saw too little context
+                logits = self._forward(*self._whole_sequence())
+        return logits[:, -1]
+
+    def append(self, token: Tensor) -> None:
+        self.ids = torch.cat([self.ids, token[:, None]], dim=1)
+        self.real = torch.cat([self.real, torch.ones_like(self.real[:, :1])], dim=1)
+        self.positions = torch.cat([self.positions, self.positions[:, -1:] + 1], dim=1)
+
+    def _forward(self, ids: Tensor, positions: Tensor) -> Tensor:
+        return self.model(ids, attention_mask=self.real, position_ids=positions)
+
+    def _whole_sequence(self) -> tuple[Tensor, Tensor]:
+        """Every token so far: the prompt's are prompt positions, the generated answer ones."""
+        rows, n_new = self.ids.shape[0], self.ids.shape[1] - self.prompt_role.shape[1]
+        new = torch.ones(rows, n_new, dtype=torch.bool, device=self.ids.device)
+        self.state.roles = TokenRoles(
+            real=self.real.bool(),
+            prompt=torch.cat([self.prompt_role, ~new], dim=1),
+            answer=torch.cat([torch.zeros_like(self.prompt_role), new], dim=1),
+        )
+        return self.ids, self.positions
 
 
 def _cache_holds(past, n_tokens: int) -> bool:

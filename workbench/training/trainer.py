@@ -1,6 +1,6 @@
 """Train any intervention form with the SPLIT objective (SFT is the same trainer, λ_n = γ = 0).
 
-Each training example is a pair at a factor m drawn from ``multipliers``; with ``subtract``
+Each training example is a pair at a multiplier m drawn from ``multipliers``; with ``subtract``
 every pair also appears as a "subtract" example at −m with its polarity swapped, so the trained
 update steers both ways. Only the intervention's parameters are optimised: the model's weights
 are frozen for the duration (and left bit-identical), its ``requires_grad`` flags restored.
@@ -98,7 +98,7 @@ class TrainingConfig:
         object.__setattr__(self, "multipliers", tuple(float(m) for m in self.multipliers))
         if not self.multipliers or not all(m > 0 and math.isfinite(m) for m in self.multipliers):
             raise ConfigError(
-                f"TrainingConfig.multipliers must be positive finite factors, got "
+                f"TrainingConfig.multipliers must be positive finite multipliers, got "
                 f"{self.multipliers} (subtract examples use -m)"
             )
         if self.learning_rate is not None and not self.learning_rate > 0:
@@ -120,7 +120,7 @@ class TrainingConfig:
 
     @classmethod
     def paper(cls, form: str, **overrides: Any) -> TrainingConfig:
-        """The reference implementation's recipe for ``form``: factors {2, 4, …, 20} for a
+        """The reference implementation's recipe for ``form``: multipliers {2, 4, …, 20} for a
         vector and {0.2, 0.4, …, 2.0} for LoRA / local weight, λ_n 0.5, γ 8, θ 0.3, lr 0.08
         (vector) / 0.01 (weights), batch 4, 2 epochs, add and subtract pairs, evaluated at
         m = 1. ``overrides`` replace any field."""
@@ -204,7 +204,7 @@ class TrainingResult:
 
 @dataclass(frozen=True)
 class _Examples:
-    """Training rows: prompt, the answer to prefer, the other one, and the factor m."""
+    """Training rows: prompt, the answer to prefer, the other one, and the multiplier m."""
 
     prompts: list[str]
     preferred: list[str]
@@ -219,17 +219,17 @@ class _Examples:
 
 
 def make_examples(
-    pairs: Sequence[ContrastPair], factors: Sequence[float], subtract: bool
+    pairs: Sequence[ContrastPair], multipliers: Sequence[float], subtract: bool
 ) -> _Examples:
     """Add examples at +m (concept answer preferred) and, with ``subtract``, at −m swapped."""
     pairs = list(pairs)
-    if len(factors) != len(pairs) * (2 if subtract else 1):
-        raise ConfigError("one factor per example is needed")
+    if len(multipliers) != len(pairs) * (2 if subtract else 1):
+        raise ConfigError("one multiplier per example is needed")
     add = _Examples(
         [p.prompt for p in pairs],
         [p.positive for p in pairs],
         [p.negative for p in pairs],
-        [float(m) for m in factors[: len(pairs)]],
+        [float(m) for m in multipliers[: len(pairs)]],
     )
     if not subtract:
         return add
@@ -237,7 +237,7 @@ def make_examples(
         add.prompts * 2,
         add.preferred + [p.negative for p in pairs],
         add.opposite + [p.positive for p in pairs],
-        add.m + [-float(m) for m in factors[len(pairs) :]],
+        add.m + [-float(m) for m in multipliers[len(pairs) :]],
     )
 
 
@@ -369,7 +369,7 @@ class _Optimisation:
     parameters: list[nn.Parameter]
     optimiser: torch.optim.Optimizer
     schedule: LRScheduler
-    generator: torch.Generator  # draws the example order and each example's factor
+    generator: torch.Generator  # draws the example order and each example's m
     per_epoch: int  # examples per epoch (pairs, twice with subtract)
     total_steps: int
 
@@ -402,7 +402,7 @@ def _train_epoch(
     projection,
     epoch,
 ):
-    """One pass over the examples in a random order, each at a factor drawn from the grid;
+    """One pass over the examples in a random order, each at a multiplier drawn from the grid;
     yields each step's row (learning rate, gradient norm, loss terms)."""
     order = torch.randperm(opt.per_epoch, generator=opt.generator).tolist()
     draws = torch.randint(len(config.multipliers), (opt.per_epoch,), generator=opt.generator)
@@ -440,8 +440,8 @@ def _evaluate(
 ) -> dict[str, Any]:
     """The objective on ``pairs`` at ±eval_multiplier, and summaries at +eval_multiplier."""
     n = len(pairs)
-    factors = [config.eval_multiplier] * (n * (2 if config.subtract else 1))
-    examples = make_examples(pairs, factors, config.subtract)
+    multipliers = [config.eval_multiplier] * (n * (2 if config.subtract else 1))
+    examples = make_examples(pairs, multipliers, config.subtract)
     parts: list[tuple[Tensor, ...]] = []
     for first in range(0, len(examples), config.batch_size):
         rows = range(first, min(first + config.batch_size, len(examples)))
