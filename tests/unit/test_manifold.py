@@ -59,18 +59,18 @@ def test_displacement_in_the_subspace_has_no_off_manifold_part():
     train, _basis = _valid(500, 0)
     manifold = ActivationManifold(n_components=K).fit(train)
     inside = manifold.pca_.components_[:2].sum(0, keepdims=True) * 3.0
-    on, off = manifold.split_displacement(inside)
+    on, off = manifold.decompose(inside)
     assert np.abs(off).max() < 1e-10 and np.allclose(on, inside)
     outside = np.random.default_rng(0).normal(size=(1, D))
     outside -= outside @ manifold.pca_.components_.T @ manifold.pca_.components_
-    on, off = manifold.split_displacement(outside)
+    on, off = manifold.decompose(outside)
     assert np.abs(on).max() < 1e-10 and np.allclose(off, outside)
     point = train[:1]
     assert manifold.residual_norm(point + outside) == pytest.approx(
         np.linalg.norm(
             outside
             + (point - manifold.pca_.mean_)
-            - manifold.split_displacement(point - manifold.pca_.mean_)[0]
+            - manifold.decompose(point - manifold.pca_.mean_)[0]
         ),
         rel=1e-9,
     )

@@ -104,36 +104,40 @@ def displacement_table(
             for hook in hooks:
                 h = steered[hook][batch.answer_mask].double().cpu()
                 h0 = base[hook][batch.answer_mask].double().cpu()
-                delta = (h - h0).numpy()
-                on, off = manifolds[hook].split_displacement(delta)
-                metrics = {
-                    "on_manifold": np.linalg.norm(on, axis=1),
-                    "off_manifold": np.linalg.norm(off, axis=1),
-                    "density_score": manifolds[hook].score_samples(h.numpy()),
-                    "beyond_epsilon": ~manifolds[hook].within(h.numpy()),
-                    "norm_ratio": (h.norm(dim=-1) / h0.norm(dim=-1).clamp(min=1e-12)).numpy(),
-                    "concept_projection": ((h - h0) @ units[hook]).numpy()
-                    if hook in units
-                    else np.full(len(owner), np.nan),
-                    **per_token,
-                }
+                metrics = {**_token_metrics(manifolds[hook], h, h0, units.get(hook)), **per_token}
                 frame = pd.DataFrame({k: np.asarray(v, dtype=float) for k, v in metrics.items()})
                 frame["row"] = owner
-                means = frame.groupby("row").mean()
-                counts = frame.groupby("row").size()
-                for row, values in means.iterrows():
-                    pair = batch_pairs[int(row)]
+                keys = dict(side=side, hook=hook, analysis_layer=hook_layer(hook))
+                for row, (values, count) in _per_pair(frame):
+                    pair = batch_pairs[row]
                     rows.append(
-                        {
-                            **row_keys(pair, intervention, method, m),
-                            "side": side,
-                            "hook": hook,
-                            "analysis_layer": hook_layer(hook),
-                            "n_tokens": int(counts[row]),
-                            **values.to_dict(),
-                        }
+                        {**row_keys(pair, intervention, method, m), **keys, "n_tokens": count}
+                        | values
                     )
     return pd.DataFrame(rows)
+
+
+def _token_metrics(manifold: ActivationManifold, h: Tensor, h0: Tensor, unit) -> dict:
+    """Per answer token: the steered state's displacement on and off the manifold, density,
+    whether it lies beyond ε, its norm ratio and its projection gain on the concept."""
+    on, off = manifold.decompose((h - h0).numpy())
+    return {
+        "on_manifold": np.linalg.norm(on, axis=1),
+        "off_manifold": np.linalg.norm(off, axis=1),
+        "density_score": manifold.score_samples(h.numpy()),
+        "beyond_epsilon": ~manifold.within(h.numpy()),
+        "norm_ratio": (h.norm(dim=-1) / h0.norm(dim=-1).clamp(min=1e-12)).numpy(),
+        "concept_projection": ((h - h0) @ unit).numpy()
+        if unit is not None
+        else np.full(len(h), np.nan),
+    }
+
+
+def _per_pair(frame: pd.DataFrame):
+    """(row, (mean of every metric over the row's answer tokens, its token count))."""
+    means, counts = frame.groupby("row").mean(), frame.groupby("row").size()
+    for row, values in means.iterrows():
+        yield int(row), (values.to_dict(), int(counts[row]))
 
 
 def measured_validity(table: pd.DataFrame) -> pd.DataFrame:

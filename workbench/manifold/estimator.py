@@ -184,7 +184,7 @@ class ActivationManifold(TransformerMixin, BaseEstimator):
         """Share of ``X`` within ε (the measured validity of a set of states)."""
         return float(self.within(X).mean())
 
-    def split_displacement(self, delta):
+    def decompose(self, delta):
         """(on-subspace, off-subspace) parts of displacements ``delta`` [n, d]: P·Δ and Δ - P·Δ."""
         delta = self._check(delta)
         on = delta @ self.pca_.components_.T @ self.pca_.components_

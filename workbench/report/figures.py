@@ -84,35 +84,7 @@ def curves_figure(
         for col, (value, kind) in enumerate(
             (("pref_odds", "preference"), ("util_odds", "utility")), start=1
         ):
-            band = _mean_band(group, value)
-            figure.add_trace(
-                go.Scatter(
-                    x=np.concatenate([band.index, band.index[::-1]]),
-                    y=np.concatenate([band["high"], band["low"][::-1]]),
-                    fill="toself",
-                    fillcolor=_rgba(colour, 0.15),
-                    line={"width": 0},
-                    hoverinfo="skip",
-                    legendgroup=name,
-                    showlegend=False,
-                ),
-                row=1,
-                col=col,
-            )
-            figure.add_trace(
-                go.Scatter(
-                    x=band.index,
-                    y=band["mean"],
-                    mode="markers",
-                    marker={"color": colour, "size": 7},
-                    name=name,
-                    legendgroup=name,
-                    showlegend=col == 1,
-                    hovertemplate=f"{name}<br>m=%{{x}}<br>mean=%{{y:.2f}}<extra></extra>",
-                ),
-                row=1,
-                col=col,
-            )
+            _add_means(figure, _mean_band(group, value), col, colour, name)
             try:
                 fit = fit_sweep_curve(
                     fit_rows, kind, train_split=train_split, test_split=split, n_bootstrap=0
@@ -141,6 +113,38 @@ def curves_figure(
     figure.update_yaxes(title_text=VALUE_TITLES["util_odds"], row=1, col=2)
     figure.update_layout(title=title, legend_title_text=" · ".join(by), hovermode="closest")
     return figure
+
+
+def _add_means(figure: go.Figure, band: pd.DataFrame, col: int, colour: str, name: str) -> None:
+    """Per-m means as markers over their 95% band, in subplot ``col``."""
+    figure.add_trace(
+        go.Scatter(
+            x=np.concatenate([band.index, band.index[::-1]]),
+            y=np.concatenate([band["high"], band["low"][::-1]]),
+            fill="toself",
+            fillcolor=_rgba(colour, 0.15),
+            line={"width": 0},
+            hoverinfo="skip",
+            legendgroup=name,
+            showlegend=False,
+        ),
+        row=1,
+        col=col,
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=band.index,
+            y=band["mean"],
+            mode="markers",
+            marker={"color": colour, "size": 7},
+            name=name,
+            legendgroup=name,
+            showlegend=col == 1,
+            hovertemplate=f"{name}<br>m=%{{x}}<br>mean=%{{y:.2f}}<extra></extra>",
+        ),
+        row=1,
+        col=col,
+    )
 
 
 def _shade_regimes(figure: go.Figure, fit, m_range: tuple[float, float], colour: str) -> None:
@@ -246,35 +250,7 @@ def activation_shift_figure(
     multipliers = sorted({m for per_m in steered_coordinates.values() for m in per_m})
     span = max(abs(m) for m in multipliers) or 1.0
     for col, name in enumerate(names, start=1):
-        valid = np.asarray(valid_coordinates[name])
-        figure.add_trace(
-            go.Histogram2dContour(
-                x=valid[:, 0],
-                y=valid[:, 1],
-                colorscale="Greys",
-                showscale=False,
-                contours={"coloring": "lines"},
-                hoverinfo="skip",
-                name="valid density",
-                showlegend=False,
-            ),
-            row=1,
-            col=col,
-        )
-        figure.add_trace(
-            go.Scatter(
-                x=valid[:, 0],
-                y=valid[:, 1],
-                mode="markers",
-                marker={"color": "rgba(120,120,120,0.25)", "size": 3},
-                name="valid (unsteered)",
-                showlegend=col == 1,
-                text=list(valid_hover) if valid_hover is not None else None,
-                hovertemplate="%{text}<extra>valid</extra>" if valid_hover is not None else None,
-            ),
-            row=1,
-            col=col,
-        )
+        _add_valid_states(figure, np.asarray(valid_coordinates[name]), col, valid_hover)
         for m in multipliers:
             points = np.asarray(steered_coordinates[name][m])
             figure.add_trace(
@@ -319,6 +295,38 @@ def activation_shift_figure(
             )
     figure.update_layout(title=title, legend_title_text="states")
     return figure
+
+
+def _add_valid_states(figure: go.Figure, valid: np.ndarray, col: int, hover) -> None:
+    """Valid states as density contours with faint points, in subplot ``col``."""
+    figure.add_trace(
+        go.Histogram2dContour(
+            x=valid[:, 0],
+            y=valid[:, 1],
+            colorscale="Greys",
+            showscale=False,
+            contours={"coloring": "lines"},
+            hoverinfo="skip",
+            name="valid density",
+            showlegend=False,
+        ),
+        row=1,
+        col=col,
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=valid[:, 0],
+            y=valid[:, 1],
+            mode="markers",
+            marker={"color": "rgba(120,120,120,0.25)", "size": 3},
+            name="valid (unsteered)",
+            showlegend=col == 1,
+            text=list(hover) if hover is not None else None,
+            hovertemplate="%{text}<extra>valid</extra>" if hover is not None else None,
+        ),
+        row=1,
+        col=col,
+    )
 
 
 def displacement_figure(

@@ -168,19 +168,7 @@ def run_comparison(
     styles = {c: resolve_prompt_style(model, p, config.prompt_style) for c, p in datasets.items()}
     datasets = {c: format_prompts(model, p, styles[c]) for c, p in datasets.items()}
     projections = dict(projections or {})
-    layers: dict[str, int] = {}
-    layer_tables: dict[str, pd.DataFrame] = {}
-    scales: dict[str, SiteScales | None] = {}
-    for concept, pairs in datasets.items():
-        layer = config.layer
-        if layer is None:
-            sweep = layer_sweep(model, pairs, methods=("balanced_diff_of_means",), progress=False)
-            layer, layer_tables[concept] = sweep.recommended_layer, sweep.table
-        layers[concept] = layer
-        scales[concept] = site_scales(model, config.site, layer) if config.normalise else None
-        hook = site_hooks(config.site, layer)[1]
-        if "split_projected" in config.methods and concept not in projections:
-            projections[concept] = _site_projection(model, pairs.train, hook, config)
+    layers, layer_tables, scales = _choose_layers(model, datasets, config, projections)
     tables, validation_tables, epochs, steps, interventions = [], [], [], [], {}
     for seed in config.seeds:  # seed-major, so a cut-short run has whole seeds
         for concept, pairs in datasets.items():
@@ -228,6 +216,26 @@ def run_comparison(
         layer_sweeps=layer_tables,
         prompt_styles=styles,
     )
+
+
+def _choose_layers(model, datasets, config: ComparisonConfig, projections):
+    """Per concept: the layer (given, or recommended on validation pairs carved from train),
+    the site's scales, and the manifold projection where ``split_projected`` needs one (added
+    to ``projections``)."""
+    layers: dict[str, int] = {}
+    layer_tables: dict[str, pd.DataFrame] = {}
+    scales: dict[str, SiteScales | None] = {}
+    for concept, pairs in datasets.items():
+        layer = config.layer
+        if layer is None:
+            sweep = layer_sweep(model, pairs, methods=("balanced_diff_of_means",), progress=False)
+            layer, layer_tables[concept] = sweep.recommended_layer, sweep.table
+        layers[concept] = layer
+        scales[concept] = site_scales(model, config.site, layer) if config.normalise else None
+        hook = site_hooks(config.site, layer)[1]
+        if "split_projected" in config.methods and concept not in projections:
+            projections[concept] = _site_projection(model, pairs.train, hook, config)
+    return layers, layer_tables, scales
 
 
 @dataclass(frozen=True)
