@@ -25,22 +25,17 @@ if TYPE_CHECKING:
 
 def study_page(run: StudyRun) -> Report:
     """The study's page: every figure and table with a caption saying what it shows."""
-    model, pairs, concept, settings, tables = (
-        run.model,
-        run.pairs,
-        run.concept,
-        run.settings,
-        run.tables,
-    )
-    layer, hook, shift, views = run.layer, run.hook, run.shift, run.token_views
+    pairs, settings, tables = run.pairs, run.settings, run.tables
+    shift, views = run.shift, run.token_views
     assert shift is not None and views is not None, "the study has not run every stage"
-    provenance = model_provenance(model)
+    provenance = model_provenance(run.model)
     report = Report(
-        f"Steering study: {concept} on {provenance.name}",
+        f"Steering study: {run.concept} on {provenance.name}",
         intro=(
             f"Model {provenance.name} ({provenance.source}, {provenance.numerics} numerics); "
             f"{len(pairs.train)} train / {len(pairs.test)} held-out pairs "
-            f"(dataset {pairs.content_hash()[:12]}); intervention at {hook} (layer {layer}); "
+            f"(dataset {pairs.content_hash()[:12]}); intervention at {run.hook} "
+            f"(layer {run.layer}); "
             f"seed {settings.seed}; trained on {settings.train_pairs} pairs for "
             f"{settings.epochs} epoch(s), evaluated on {settings.test_pairs} held-out pairs."
         ),
@@ -52,6 +47,14 @@ def study_page(run: StudyRun) -> Report:
             "at each residual layer; the study steers at the recommended layer.",
             tables=[tables["layer_sweep"]],
         )
+    _add_results(report, tables, settings.utility_margin)
+    _add_mechanism(report, tables, shift, views)
+    _add_training(report, tables, settings.forms)
+    return report
+
+
+def _add_results(report: Report, tables, utility_margin: float) -> None:
+    """The curves, the methods compared, and the layer × m heatmaps."""
     sweeps = tables["sweeps"]
     split_rows = sweeps[sweeps["method"] == "split"]
     vector_rows = sweeps[sweeps["form"] == "vector"]
@@ -74,7 +77,7 @@ def study_page(run: StudyRun) -> Report:
         "the per-answer accuracies, 50% for any constant answer), the constant-answer "
         "baselines, the answer the model gives most, and the answer mass P(A_p|q) + P(A_n|q) "
         "beside utility; a WARNING marks an accuracy gain explained by answer bias. The best "
-        f"preference within {settings.utility_margin} nats of the unsteered utility reads the "
+        f"preference within {utility_margin} nats of the unsteered utility reads the "
         "whole test sweep and is descriptive only. 95% bootstrap intervals over pairs. Below: "
         "SPLIT minus SFT, paired over pairs.",
         figures=[frontier_figure(sweeps)],
@@ -89,6 +92,10 @@ def study_page(run: StudyRun) -> Report:
         "The DiffMean vector of each layer, swept on a few held-out pairs.",
         figures=[layer_heatmaps(tables["layer_sweeps"])],
     )
+
+
+def _add_mechanism(report: Report, tables, shift, views) -> None:
+    """Displacement against the valid manifold and the per-token projections."""
     report.add(
         "Displacement and the valid manifold",
         "How far the DiffMean steer moves answer-token states along the concept direction, "
@@ -109,9 +116,13 @@ def study_page(run: StudyRun) -> Report:
         "intervention hook (red +, blue −; hover for the value).",
         snippets=[token_projection_html(views.tokens, views.values, labels=views.labels)],
     )
+
+
+def _add_training(report: Report, tables, forms) -> None:
+    """SPLIT's loss terms per step and held-out objective per epoch, per form."""
     steps, epochs = tables["training_steps"], tables["training_epochs"]
     figures = []
-    for form in settings.forms:
+    for form in forms:
         chosen = steps[(steps["form"] == form) & (steps["method"] == "split")]
         chosen_epochs = epochs[(epochs["form"] == form) & (epochs["method"] == "split")]
         if not chosen.empty:
@@ -119,4 +130,3 @@ def study_page(run: StudyRun) -> Report:
     report.add(
         "SPLIT training", "Each loss term per step; held-out objective per epoch.", figures=figures
     )
-    return report
