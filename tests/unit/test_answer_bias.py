@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from workbench.data.pairs import answers_repeat
 from workbench.measure import answer_bias
 from workbench.training.summary import format_comparison, summarise
 
@@ -23,10 +24,10 @@ def test_always_yes_scores_the_yes_share_but_half_balanced():
 
 
 def test_answers_repeat_only_for_label_sets():
-    assert answer_bias.answers_repeat(POSITIVE, NEGATIVE)
-    assert answer_bias.answers_repeat([" (A)", " (B)"] * 3, [" (B)", " (A)"] * 3)
+    assert answers_repeat(POSITIVE, NEGATIVE)
+    assert answers_repeat([" (A)", " (B)"] * 3, [" (B)", " (A)"] * 3)
     free = [f" answer {i}" for i in range(6)]
-    assert not answer_bias.answers_repeat(free, [f" other {i}" for i in range(6)])
+    assert not answers_repeat(free, [f" other {i}" for i in range(6)])
 
 
 def test_warning_names_a_gain_that_is_answer_bias():

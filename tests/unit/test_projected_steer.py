@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from workbench.data.encoding import encode_pairs
-from workbench.directions.capture import run_batch_with_cache
+from workbench.hooks.forward import run_batch_with_cache
 from workbench.manifold.estimator import ActivationManifold
 from workbench.steering.forms import FORMS
 from workbench.steering.io import load_intervention

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Literal, get_args
 
-from workbench.data.pairs import ContrastPair, PairDataset
+from workbench.data.pairs import ContrastPair, PairDataset, answers_repeat
 from workbench.errors import ConfigError
 from workbench.models.loading import model_provenance
 from workbench.models.packaged import PACKAGED_MODELS
@@ -87,8 +87,6 @@ def resolve_prompt_style(
     """The concrete style ``auto`` stands for: plain prompts for free-text answers; for
     answers that repeat (Yes/No, (A)/(B)), the chat template on a model that has one, else
     the answer cue."""
-    from workbench.measure.answer_bias import answers_repeat
-
     if style not in PROMPT_STYLES:
         raise ConfigError(f"unknown prompt style {style!r}; choose one of {PROMPT_STYLES}")
     if style != "auto":

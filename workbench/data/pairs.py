@@ -18,6 +18,16 @@ import numpy as np
 from workbench.errors import ConfigError, DataFormatError
 from workbench.provenance import stable_hash
 
+Strings = Sequence[str] | np.ndarray  # answer strings, one per item
+MAX_REPEATED_ANSWERS = 8  # answer sets larger than this are free text, not a label set
+
+
+def answers_repeat(positive: Strings, negative: Strings) -> bool:
+    """Whether the items share a small set of answer strings (Yes/No, (A)/(B), ...)."""
+    strings = {a.strip() for a in [*positive, *negative]}
+    return len(strings) < 2 * len(positive) and len(strings) <= MAX_REPEATED_ANSWERS
+
+
 SPLITS = ("train", "test")
 
 

@@ -29,8 +29,9 @@ from tqdm.auto import tqdm
 
 from workbench.artefacts import load_artefact, save_artefact
 from workbench.data.encoding import EncodedBatch, encode_pairs
-from workbench.data.pairs import ContrastPair, PairDataset
+from workbench.data.pairs import ContrastPair, PairDataset, answers_repeat
 from workbench.errors import ConfigError, HookNameError
+from workbench.hooks.forward import run_batch_with_cache
 from workbench.hooks.names import check_hook_names, stop_layer_for
 from workbench.models.loading import model_device, model_provenance
 from workbench.provenance import Provenance, stable_hash
@@ -119,8 +120,6 @@ class ActivationSet:
 
 def answer_groups(pairs: Sequence[ContrastPair]) -> dict[str, str]:
     """pair id -> ``"<positive>|<negative>"`` where answer strings repeat across pairs, else {}."""
-    from workbench.measure.answer_bias import answers_repeat
-
     if not answers_repeat([p.positive for p in pairs], [p.negative for p in pairs]):
         return {}
     return {p.id: f"{p.positive.strip()}|{p.negative.strip()}" for p in pairs}
@@ -232,25 +231,6 @@ class _Rows:
             self.sides.extend([side] * len(batch_pairs))
             self.token_index.append(torch.full((len(batch_pairs),), -1))
             self.token_ids.append(torch.full((len(batch_pairs),), -1))
-
-
-@torch.no_grad()
-def run_batch_with_cache(
-    model: TransformerBridge, encoded: EncodedBatch, hook_names: list[str], stop_at: int | None
-):
-    """Activations at ``hook_names`` for one encoded batch (masks and positions honoured)."""
-    _, cache = model.run_with_cache(
-        encoded.input_ids,
-        attention_mask=encoded.attention_mask,
-        position_ids=encoded.position_ids,
-        names_filter=hook_names,
-        stop_at_layer=stop_at,
-        return_cache_object=False,
-    )
-    missing = [n for n in hook_names if n not in cache]
-    if missing:
-        raise RuntimeError(f"hooks {missing} did not fire during the forward pass")
-    return cache
 
 
 def _reduce(

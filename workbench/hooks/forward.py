@@ -6,6 +6,7 @@
   ``layer`` but still runs the earlier blocks and discards their output, so skipping them
   changes nothing but the time taken. The sweep engine verifies this against a plain
   ``start_at_layer`` forward before relying on it.
+- :func:`run_batch_with_cache` runs one encoded batch and keeps the activations at given hooks.
 - :func:`final_normed_residual` stops the forward after the final norm, so the unembedding can
   be applied at the positions that are scored only (for a 262k vocabulary, most of the work):
   :func:`answer_logprob_sums` does that for answer tokens.
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from workbench.data.encoding import EncodedBatch
 from workbench.errors import ConfigError
 from workbench.hooks.scoped import scoped_hooks
 
@@ -134,3 +136,22 @@ def one_token_ids(tokenizer, answers: list[str], others: list[str]) -> list[int]
     if any(len(ids) != 1 for ids in encoded):
         return None
     return [int(ids[0]) for ids in encoded[len(answers) :]]
+
+
+@torch.no_grad()
+def run_batch_with_cache(
+    model: TransformerBridge, encoded: EncodedBatch, hook_names: list[str], stop_at: int | None
+):
+    """Activations at ``hook_names`` for one encoded batch (masks and positions honoured)."""
+    _, cache = model.run_with_cache(
+        encoded.input_ids,
+        attention_mask=encoded.attention_mask,
+        position_ids=encoded.position_ids,
+        names_filter=hook_names,
+        stop_at_layer=stop_at,
+        return_cache_object=False,
+    )
+    missing = [n for n in hook_names if n not in cache]
+    if missing:
+        raise RuntimeError(f"hooks {missing} did not fire during the forward pass")
+    return cache

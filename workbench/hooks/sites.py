@@ -25,8 +25,8 @@ import torch
 
 from workbench.data.concepts import neutral_sentences
 from workbench.data.encoding import encode_texts
-from workbench.directions.capture import run_batch_with_cache
 from workbench.errors import ConfigError
+from workbench.hooks.forward import run_batch_with_cache
 from workbench.hooks.names import check_layer, mlp_hidden, mlp_output, resid_post, stop_layer_for
 from workbench.models.loading import model_device, model_provenance
 

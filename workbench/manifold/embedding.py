@@ -24,7 +24,7 @@ from torch import Tensor
 
 from workbench.data.encoding import encode_pairs, encode_texts
 from workbench.data.pairs import ContrastPair
-from workbench.directions.capture import run_batch_with_cache
+from workbench.hooks.forward import run_batch_with_cache
 from workbench.models.loading import model_device, model_provenance
 from workbench.steering.apply import steering
 from workbench.steering.forms import Intervention

@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 from workbench.data.concepts import neutral_sentences
 from workbench.data.encoding import encode_texts
 from workbench.data.pairs import ContrastPair
-from workbench.directions.capture import run_batch_with_cache
 from workbench.errors import ConfigError
+from workbench.hooks.forward import run_batch_with_cache
 from workbench.hooks.names import check_hook_names, stop_layer_for
 from workbench.models.loading import model_device, model_provenance
 from workbench.steering.generation import generate

@@ -18,18 +18,9 @@ strings:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
-Strings = Sequence[str] | np.ndarray  # answer strings, one per item
-MAX_REPEATED_ANSWERS = 8  # answer sets larger than this are free text, not a label set
-
-
-def answers_repeat(positive: Strings, negative: Strings) -> bool:
-    """Whether the items share a small set of answer strings (Yes/No, (A)/(B), ...)."""
-    strings = {a.strip() for a in [*positive, *negative]}
-    return len(strings) < 2 * len(positive) and len(strings) <= MAX_REPEATED_ANSWERS
+from workbench.data.pairs import Strings
 
 
 def chosen_answers(pref: np.ndarray, positive: Strings, negative: Strings):

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from workbench.data.pairs import ContrastPair
-from workbench.measure.answer_bias import answers_repeat, preference_scores
+from workbench.data.pairs import ContrastPair, answers_repeat
+from workbench.measure.answer_bias import preference_scores
 from workbench.measure.scoring import answer_logprobs
 from workbench.steering.apply import Multiplier
 from workbench.steering.forms import Intervention

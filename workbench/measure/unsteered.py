@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.data.chat import PromptStyle, format_prompts, resolve_prompt_style
-from workbench.data.pairs import PairDataset
+from workbench.data.pairs import PairDataset, answers_repeat
 from workbench.errors import ConfigError
 from workbench.measure import answer_bias
 from workbench.measure.sweeps import run_sweep
@@ -48,7 +48,7 @@ def unsteered_baselines(
         )
         pref = table["pref_odds"].to_numpy()
         positive, negative = list(table["A_p"]), list(table["A_n"])
-        repeat = answer_bias.answers_repeat(positive, negative)
+        repeat = answers_repeat(positive, negative)
         constants = answer_bias.constant_baselines(positive, negative) if repeat else {}
         rows.append(
             {

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from workbench.data.pairs import answers_repeat
 from workbench.errors import ConfigError
 from workbench.measure import answer_bias
 from workbench.measure.stats import pair_bootstrap
@@ -362,7 +363,7 @@ def _per_pair_data(group: pd.DataFrame) -> tuple[dict[str, np.ndarray], list[flo
     if {"A_p", "A_n"} <= set(group.columns):
         first = group.groupby("pair_id")[["A_p", "A_n"]].first().loc[means.index]
         positive, negative = first["A_p"].to_numpy(object), first["A_n"].to_numpy(object)
-        repeat = answer_bias.answers_repeat(list(positive), list(negative))
+        repeat = answers_repeat(list(positive), list(negative))
     else:
         positive = negative = np.array([""] * len(means), dtype=object)
         repeat = False

@@ -35,10 +35,10 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 
-from workbench.data.pairs import ContrastPair, PairDataset
+from workbench.data.pairs import ContrastPair, PairDataset, answers_repeat
 from workbench.data.pairs import validation_split as validation_split  # re-exported
 from workbench.errors import ConfigError
-from workbench.measure.answer_bias import answers_repeat, preference_scores
+from workbench.measure.answer_bias import preference_scores
 from workbench.measure.log_odds import preference_utility
 from workbench.models.loading import model_provenance
 from workbench.provenance import Provenance
