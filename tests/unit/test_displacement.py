@@ -34,7 +34,7 @@ def tiny_llama_module():
 def pairs_module():
     from workbench.data.concepts import load_concept
 
-    return load_concept("sentiment")[:6]
+    return load_concept("sentiment").train[:6]
 
 
 def test_in_subspace_vector_has_no_off_manifold_part_and_orthogonal_has_no_on(fitted, pairs_module):
@@ -93,3 +93,22 @@ def test_bad_hooks_and_token_rows(fitted, pairs_module):
         collect_valid_activations(
             model, ["blocks.0.hook_resid_post"], pairs_module, sources=("web",)
         )
+
+
+def test_the_manifold_is_fitted_on_training_text_only(tiny_llama_module, monkeypatch):
+    from workbench.data.concepts import load_concept
+    from workbench.pipelines import manifold as pipeline
+
+    pairs = load_concept("sentiment")
+    with pytest.raises(ValueError, match="training text only"):
+        collect_valid_activations(tiny_llama_module, ["blocks.0.hook_resid_post"], list(pairs))
+    seen = []
+
+    def recording(model, hooks, given, **kwargs):
+        seen.extend(given)
+        raise RuntimeError("stop after the fit's input is known")
+
+    monkeypatch.setattr(pipeline, "collect_valid_activations", recording)
+    with pytest.raises(RuntimeError, match="stop after"):
+        pipeline.manifold_analysis(tiny_llama_module, {"sentiment": pairs}, layer=LAYER)
+    assert seen and {p.split for p in seen} == {"train"}

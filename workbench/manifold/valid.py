@@ -107,6 +107,12 @@ def collect_valid_activations(
     if not 0.0 < calibration_fraction < 1.0:
         raise ConfigError(f"calibration_fraction must be in (0, 1), got {calibration_fraction}")
     pairs = list(pairs)
+    held_out = [p.id for p in pairs if p.split == "test"]
+    if held_out:
+        raise ConfigError(
+            f"valid activations are fitted on training text only, but {len(held_out)} test "
+            f"pairs were given (first: {held_out[0]!r}); pass pairs.train"
+        )
     if any(s != "neutral" for s in sources) and not pairs:
         raise ConfigError(f"sources {list(sources)} need contrast pairs (their prompts/answers)")
     chunks = []

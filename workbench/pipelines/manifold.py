@@ -124,7 +124,7 @@ def _concept_claim(
     )
     layer = int(fits["layer"].iloc[0])
     hooks = downstream_hooks(model, layer)
-    valid = collect_valid_activations(model, hooks, pairs, seed=seed)
+    valid = collect_valid_activations(model, hooks, pairs.train, seed=seed)  # never test text
     n_components = int(components) if components >= 1 else components
     manifolds = {
         h: ActivationManifold(n_components=n_components, density=density).fit(
