@@ -112,3 +112,20 @@ def test_the_manifold_is_fitted_on_training_text_only(tiny_llama_module, monkeyp
     with pytest.raises(RuntimeError, match="stop after"):
         pipeline.manifold_analysis(tiny_llama_module, {"sentiment": pairs}, layer=LAYER)
     assert seen and {p.split for p in seen} == {"train"}
+
+
+def test_states_and_answer_logits_equal_the_full_forward(tiny_model, small_pairs):
+    from workbench.data.encoding import encode_pairs
+    from workbench.hooks.forward import states_and_final_norm, unembed
+
+    batch = encode_pairs(tiny_model.tokenizer, list(small_pairs), "positive", prepend_bos=True)
+    hooks = ["blocks.0.hook_resid_post", "blocks.2.hook_resid_post"]
+    forward = dict(attention_mask=batch.attention_mask, position_ids=batch.position_ids)
+    logits, cache = tiny_model.run_with_cache(
+        batch.input_ids, names_filter=hooks, return_cache_object=False, **forward
+    )
+    states, normed = states_and_final_norm(tiny_model, batch.input_ids, hooks, **forward)
+    answer = batch.answer_mask
+    torch.testing.assert_close(unembed(tiny_model, normed[answer]), logits[answer])
+    for hook in hooks:
+        torch.testing.assert_close(states[hook], cache[hook])

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING
 
@@ -78,6 +78,28 @@ def final_normed_residual(model: TransformerBridge, inputs, **forward_kwargs) ->
     if "normed" not in captured:
         raise RuntimeError(f"{FINAL_NORM_HOOK} did not fire")
     return captured["normed"]
+
+
+def states_and_final_norm(
+    model: TransformerBridge, inputs, hooks: Sequence[str], **forward_kwargs
+) -> tuple[dict[str, Tensor], Tensor]:
+    """The activations at ``hooks`` and the final-normed residual of one forward that stops at
+    the final norm: nothing is unembedded, so the caller unembeds only the positions it needs.
+    Hooks registered earlier (an intervention's) act first, so the states are the steered ones."""
+    captured: dict[str, Tensor] = {}
+
+    def keeper(name: str):
+        def keep(tensor: Tensor, *, hook) -> None:
+            captured[name] = tensor
+
+        return keep
+
+    with scoped_hooks(model, [(name, keeper(name)) for name in hooks]):
+        normed = final_normed_residual(model, inputs, **forward_kwargs)
+    missing = [name for name in hooks if name not in captured]
+    if missing:
+        raise RuntimeError(f"hooks {missing} did not fire during the forward pass")
+    return captured, normed
 
 
 def unembed(model: TransformerBridge, normed: Tensor) -> Tensor:

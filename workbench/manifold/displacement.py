@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from workbench.data.encoding import encode_pairs
 from workbench.data.pairs import ContrastPair
 from workbench.errors import ConfigError
+from workbench.hooks.forward import states_and_final_norm, unembed
 from workbench.hooks.names import hook_layer, resid_post
 from workbench.manifold.estimator import ActivationManifold
 from workbench.measure.sweeps import row_keys
@@ -83,20 +84,18 @@ def displacement_table(
         batch = encode_pairs(model.tokenizer, batch_pairs, side, prepend_bos=prepend_bos).to(device)
         roles = TokenRoles.from_batch(batch)
         forward: dict[str, Any] = dict(
-            attention_mask=batch.attention_mask, position_ids=batch.position_ids, names_filter=hooks
+            attention_mask=batch.attention_mask, position_ids=batch.position_ids
         )
-        base_logits, base = model.run_with_cache(
-            batch.input_ids, return_cache_object=False, **forward
-        )
-        base_logprobs = base_logits[batch.answer_mask].double().log_softmax(-1)
+        base, base_normed = states_and_final_norm(model, batch.input_ids, hooks, **forward)
+        # next-token distributions at the answer positions only (not the whole vocabulary
+        # at every position)
+        base_logprobs = unembed(model, base_normed[batch.answer_mask]).double().log_softmax(-1)
         index = torch.arange(len(batch_pairs), device=device)[:, None]
         owner = index.expand_as(batch.answer_mask)[batch.answer_mask].cpu().numpy()
         for m in multipliers:
             with steering(model, [(intervention, float(m))], roles):
-                logits, steered = model.run_with_cache(
-                    batch.input_ids, return_cache_object=False, **forward
-                )
-            logprobs = logits[batch.answer_mask].double().log_softmax(-1)
+                steered, normed = states_and_final_norm(model, batch.input_ids, hooks, **forward)
+            logprobs = unembed(model, normed[batch.answer_mask]).double().log_softmax(-1)
             # KL(steered || unsteered) of the next-token distributions, and the steered entropy
             kl = F.kl_div(base_logprobs, logprobs, log_target=True, reduction="none").sum(-1)
             entropy = Categorical(logits=logprobs).entropy()
