@@ -182,7 +182,7 @@ def run_study(
     key = (concept, "vector", "diff_of_means", settings.seed)
     diffmean = comparison.interventions.get(key)
     if diffmean is None:  # the vector form was not asked for: a DiffMean vector all the same
-        diffmean = _diffmean_vector(model, train, run.layer, settings)
+        diffmean = concept_vector(model, train, run.layer, site=settings.site, seed=settings.seed)
     _displacement(run, test, diffmean, manifolds, progress)
     stage("activation shift")
     _shift_and_continuations(run, test, diffmean, manifolds[run.hook], valid.fitting(run.hook))
@@ -353,13 +353,6 @@ def _write(run: StudyRun, out: Path, report: Report, diffmean, seconds: float) -
     }
     (out / "study.json").write_text(json.dumps(made, indent=2, default=str), encoding="utf-8")
     return path
-
-
-def _diffmean_vector(
-    model: TransformerBridge, train, layer: int, settings: StudySettings
-) -> SteeringVector:
-    """The answer-balanced DiffMean at the study's site, in units of the typical norm."""
-    return concept_vector(model, train, layer, site=settings.site, seed=settings.seed)
 
 
 def _fits(sweeps: pd.DataFrame) -> pd.DataFrame:
