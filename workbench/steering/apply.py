@@ -2,7 +2,10 @@
 
 :func:`steering` composes several interventions, each at its own multiplier (a scalar or one
 value per batch row); with ``record_push`` every forward records the effective push
-‖Δh‖ / ‖h‖ per row.
+‖Δh‖ / ‖h‖ per row. A weight update adds ``m·Δh(h_in)``; an intervention that acts on the state
+(``acts_on == "state"``, :mod:`workbench.steering.state`) maps the state ``h ↦ steer(h, h_in, m)``
+and its Δh is the difference. Either way the masked positions keep their unsteered state, and
+m = 0 installs no hook: it is exactly the unsteered model for every method.
 """
 
 from __future__ import annotations
@@ -85,7 +88,13 @@ def _hooks_for(intervention: Intervention, m: Multiplier, state: SteeringState, 
             h_in = captured.pop("h_in")
         else:
             h_in = tensor
-        update = intervention.delta(h_in) * _as_multiplier(m, tensor)
+        scaled = _as_multiplier(m, tensor)
+        if intervention.acts_on == "update":
+            update = intervention.delta(h_in) * scaled
+        else:  # a steer that maps the state itself (rotation, clip, ...): Δh is what it moved
+            update = intervention.steer(tensor, h_in, scaled) - tensor
+            if isinstance(scaled, Tensor):  # rows at m = 0 stay exactly unsteered
+                update = update * (scaled != 0).to(update.dtype)
         mask = None
         if state.roles is not None:
             mask = state.roles.mask(intervention.positions)

@@ -67,6 +67,7 @@ class Intervention(nn.Module):
 
     form: str = ""  # the weight form; a class attribute (a wrapper may set its own)
     reads_input: bool = True  # whether delta() depends on h_in
+    acts_on: str = "update"  # "update": adds m·delta(h_in); "state": maps h by steer()
 
     def __init__(
         self,
@@ -116,6 +117,15 @@ class Intervention(nn.Module):
         x = h_in / self.input_scale if self.input_scale != 1.0 else h_in
         update = self.update(x)
         return update * self.scale if self.scale != 1.0 else update
+
+    def steer(
+        self, state: Float[Tensor, "*batch d_out"], h_in: Tensor, m: Tensor | float
+    ) -> Float[Tensor, "*batch d_out"]:
+        """The steered state at multiplier ``m`` (broadcastable): ``state + m·delta(h_in)``.
+
+        Steers that act on the state (:mod:`workbench.steering.state`) override this.
+        """
+        return state + m * self.delta(h_in)
 
     def dense_update(self) -> tuple[Float[Tensor, "d_out d_in"], Float[Tensor, " d_out"]]:
         """The equivalent raw (ΔW, Δb): ``Δh = ΔW h_in + Δb`` at m = 1."""
