@@ -4,7 +4,8 @@
 valid manifold, trains SFT and SPLIT for each form next to DiffMean and random vectors, sweeps
 them all on held-out pairs, fits the curves, measures displacement, and writes one
 self-contained HTML report with the tidy tables and artefacts. ``compare``, ``curves`` and
-``manifold`` run the larger single analyses behind the report's sections.
+``manifold`` run the larger single analyses behind the report's sections; ``claim`` is the designed
+test of the manifold claim.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -78,6 +80,21 @@ def build_parser() -> argparse.ArgumentParser:
     manifold.add_argument("--split", default="test", help="pairs analysed (train, test or all)")
     manifold.add_argument("--seed", type=int, default=0)
     manifold.add_argument("--out", type=Path, default=Path("runs"))
+    claim = commands.add_parser(
+        "claim",
+        help="the designed manifold-claim test: matched push, controlled off-manifold share",
+    )
+    claim.add_argument("--concepts", nargs="+", default=["sentiment", "extraversion"])
+    claim.add_argument("--model", default=DEFAULT_MODEL)
+    claim.add_argument("--layer", type=int, default=None, help="block (default: recommended)")
+    claim.add_argument("--test-pairs", type=int, default=None, help="at most this many")
+    claim.add_argument(
+        "--shares", nargs="+", type=float, default=None, help="off-manifold shares (0 to 1)"
+    )
+    claim.add_argument("--multipliers", nargs="+", type=float, default=None, help="must hold 0")
+    claim.add_argument("--bootstrap", type=int, default=1000)
+    claim.add_argument("--seed", type=int, default=0)
+    claim.add_argument("--out", type=Path, default=Path("runs"))
     compare = commands.add_parser(
         "compare", help="DiffMean, random, SFT, SPLIT and SPLIT projected, for each form"
     )
@@ -116,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {
             "compare": _compare,
+            "claim": _claim,
             "curves": _curves,
             "manifold": _manifold,
             "study": _study,
@@ -261,6 +279,33 @@ def _manifold(args: argparse.Namespace) -> int:
     )
     analysis.write(out)
     print(analysis.describe() + f"\ntables: {out}/ ({', '.join(analysis.files)})")
+    return 0
+
+
+def _claim(args: argparse.Namespace) -> int:
+    from workbench.data.concepts import load_concept
+    from workbench.models.loading import load_model
+    from workbench.pipelines.claim import FILES, ClaimSettings, claim_test
+
+    settings = ClaimSettings(  # validates the grid before the model loads
+        layer=args.layer,
+        max_test_pairs=args.test_pairs,
+        n_bootstrap=args.bootstrap,
+        seed=args.seed,
+    )
+    if args.multipliers is not None or args.shares is not None:
+        settings = replace(
+            settings,
+            multipliers=tuple(args.multipliers or settings.multipliers),
+            shares=tuple(args.shares or settings.shares),
+        )
+    datasets = {c: load_concept(c) for c in args.concepts}
+    model = load_model(args.model)
+    _check_layer(args, model)
+    out = args.out / f"claim-{args.model.replace('/', '_')}"
+    result = claim_test(model, datasets, settings, cache_dir=args.out / "cache")
+    result.write(out)
+    print(result.describe() + f"\ntables: {out}/ ({', '.join(FILES)})")
     return 0
 
 

@@ -9,6 +9,9 @@ one), over the answer tokens, with Δh = steered state - unsteered state:
   hook's fitted PCA subspace;
 - ``density_score`` and ``beyond_epsilon``: the steered states' mean density score and the share
   of them beyond ε (so measured validity D̂(m) is 1 - the mean of ``beyond_epsilon``);
+- for every further estimate given in ``scorers`` (name -> hook -> estimator with
+  ``nonconformity`` and ``within``, e.g. a :class:`~workbench.manifold.local.LocalManifold`):
+  ``nonconformity_<name>`` and ``beyond_<name>``, so estimates are compared on the same states;
 - failure diagnostics: ``norm_ratio`` (steered / unsteered residual norm, layer by layer),
   and, once per row at the output, ``kl_from_unsteered`` and ``entropy`` of the next-token
   distribution at the answer positions.
@@ -20,7 +23,7 @@ m) plus ``side`` and ``hook``, so the two join.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -46,6 +49,14 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 
+class Scorer(Protocol):
+    """What a manifold estimate must say about states to be compared in the table."""
+
+    def nonconformity(self, X: Any) -> np.ndarray: ...
+
+    def within(self, X: Any) -> np.ndarray: ...
+
+
 def downstream_hooks(model: TransformerBridge, layer: int) -> list[str]:
     """Residual-stream hooks of ``layer`` and every later block."""
     return [resid_post(i) for i in range(layer, model.cfg.n_layers)]
@@ -61,6 +72,7 @@ def displacement_table(
     directions: Mapping[str, Tensor] | None = None,
     *,
     method: str = "",
+    scorers: Mapping[str, Mapping[str, Scorer]] | None = None,
     sides: Sequence[str] = ("positive", "negative"),
     batch_size: int = 8,
     progress: bool = True,
@@ -74,6 +86,11 @@ def displacement_table(
                 f"{hook} is not at or after the intervention's block {intervention.layer}"
             )
     directions = dict(directions or {})
+    scorers = dict(scorers or {})
+    for name, per_hook in scorers.items():
+        missing = [h for h in hooks if h not in per_hook]
+        if missing:
+            raise ConfigError(f"the estimate {name!r} has no fit at {missing[0]}")
     units = {h: (v / v.norm()).double().cpu() for h, v in directions.items()}
     device = model_device(model)
     prepend_bos = model_provenance(model).prepend_bos
@@ -104,6 +121,9 @@ def displacement_table(
                 h = steered[hook][batch.answer_mask].double().cpu()
                 h0 = base[hook][batch.answer_mask].double().cpu()
                 metrics = {**_token_metrics(manifolds[hook], h, h0, units.get(hook)), **per_token}
+                for name, per_hook in scorers.items():
+                    metrics[f"nonconformity_{name}"] = per_hook[hook].nonconformity(h.numpy())
+                    metrics[f"beyond_{name}"] = ~per_hook[hook].within(h.numpy())
                 frame = pd.DataFrame({k: np.asarray(v, dtype=float) for k, v in metrics.items()})
                 frame["row"] = owner
                 keys = dict(side=side, hook=hook, analysis_layer=hook_layer(hook))

@@ -117,7 +117,7 @@ class ActivationManifold(TransformerMixin, BaseEstimator):
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, X, y=None, calibration=None):
         """Fit on valid activations ``X`` [n, d]; calibrate ε on ``calibration`` (or a split)."""
-        X = _as_array(X)
+        X = as_activations(X)
         if len(X) < 3:
             raise ConfigError(f"need at least 3 valid activations to fit, got {len(X)}")
         if not 0.0 < self.delta < 1.0:
@@ -127,7 +127,7 @@ class ActivationManifold(TransformerMixin, BaseEstimator):
             n_cal = max(1, round(self.calibration_fraction * len(X)))
             calibration, X = X[order[:n_cal]], X[order[n_cal:]]
         else:
-            calibration = _as_array(calibration)
+            calibration = as_activations(calibration)
             if calibration.shape[1] != X.shape[1]:
                 raise ConfigError(
                     f"calibration activations have width {calibration.shape[1]}, but the "
@@ -195,7 +195,7 @@ class ActivationManifold(TransformerMixin, BaseEstimator):
         return np.column_stack([self.pca_.transform(X), self.residual_norm(X)])
 
     def _check(self, X):
-        X = _as_array(X)
+        X = as_activations(X)
         if X.shape[1] != self.pca_.n_features_in_:
             raise ConfigError(
                 f"activations have width {X.shape[1]}, but the manifold was fitted on width "
@@ -204,7 +204,7 @@ class ActivationManifold(TransformerMixin, BaseEstimator):
         return X
 
 
-def _as_array(X) -> np.ndarray:
+def as_activations(X) -> np.ndarray:
     """Activations as a finite float64 [n, d] array, or a clear error."""
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu().double().numpy()

@@ -444,3 +444,37 @@ def token_projection_html(
             f"</b>{''.join(spans)}</div>"
         )
     return f'<div class="token-projection" style="font-family:monospace">{"".join(lines)}</div>'
+
+
+def claim_figure(regression: pd.DataFrame) -> go.Figure:
+    """Partial correlations of the utility drop with off- and on-manifold displacement (each
+    controlling for the other, within pairs) per analysed layer, with 95% intervals."""
+    figure = go.Figure()
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b"]
+    for index, (concept, rows) in enumerate(regression.groupby("concept", sort=False)):
+        colour = palette[index % len(palette)]
+        for part, dash in (("off", "solid"), ("on", "dot")):
+            value = rows[f"partial_r_{part}"]
+            figure.add_trace(
+                go.Scatter(
+                    x=rows["analysis_layer"],
+                    y=value,
+                    mode="lines+markers",
+                    line=dict(color=colour, dash=dash),
+                    error_y=dict(
+                        type="data",
+                        symmetric=False,
+                        array=rows[f"partial_r_{part}_high"] - value,
+                        arrayminus=value - rows[f"partial_r_{part}_low"],
+                    ),
+                    name=html.escape(f"{concept}: {part}-manifold"),
+                )
+            )
+    figure.add_hline(y=0, line=dict(color="#999", width=1))
+    figure.update_layout(
+        title="Does off-manifold displacement predict the utility drop beyond on-manifold?",
+        xaxis_title="analysed layer (block output)",
+        yaxis_title="partial r with the utility drop (| the other part, pair)",
+        template="plotly_white",
+    )
+    return figure
