@@ -78,7 +78,8 @@ class ClaimTest:
                 f"{int(first['n_rows'])} rows per hook (members × pairs × m ≠ 0)"
             )
             lines.append(
-                "  hook                    partial r(off | on, |m|)   partial r(on | off, |m|)"
+                f"  {'hook':<24}{'r(off | on) [95% CI]':>24}{'r(on | off) [95% CI]':>26}"
+                f"{'rank r(off | on)':>24}"
             )
             for _, row in rows.iterrows():
                 lines.append(
