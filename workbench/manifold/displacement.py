@@ -23,7 +23,7 @@ m) plus ``side`` and ``hook``, so the two join.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 
+@runtime_checkable
 class Scorer(Protocol):
     """What a manifold estimate must say about states to be compared in the table."""
 
