@@ -11,14 +11,15 @@ points count: between grid points a method is credited with the next point it re
 coarse grid understates every method alike. Per concept,
 every method is read on the same axes:
 
-- ``target``: the median over the methods of their largest gain;
+- ``target``: the median, over the methods that buy any preference, of their largest gain;
 - ``area``: the mean of y* over x in [0, target] (higher is better: preference bought cheaply);
 - ``utility_at_match``: y*(target / 2), utility at matched preference;
 
 with the floor the lowest change any method reached on the concept. Intervals resample pairs
 (the same resample for every method of a concept, so differences between methods are paired):
 :func:`frontier_table` gives each method's values and intervals, :func:`frontier_differences`
-a method minus a reference method.
+a method minus a reference method. A concept on which no method buys any preference has no
+frontier: its rows say so (``flag``) and carry no numbers.
 """
 
 from __future__ import annotations
@@ -92,15 +93,18 @@ def _metrics(gains, changes, target: float, floor: float) -> np.ndarray:
     return np.array(out)
 
 
-def _axes(curves: _Curves) -> tuple[float, float]:
+NO_FRONTIER = "no frontier: no method raises the mean PrefOdds above the unsteered one"
+
+
+def _axes(curves: _Curves) -> tuple[float, float] | None:
+    """(target gain, floor), or None when no method buys any preference."""
     gains, changes = _points(curves.pref, curves.util)
-    best = np.nanmax(np.where(np.isfinite(gains), gains, np.nan), axis=1)
-    target = float(np.nanmedian(best))
-    if not np.isfinite(target) or target <= 0:
-        raise ConfigError(
-            "no method raises the mean PrefOdds above the unsteered one at any m > 0: "
-            "there is no frontier to compare"
-        )
+    with np.errstate(all="ignore"):
+        best = np.nanmax(gains, axis=1)
+    buying = best[np.isfinite(best) & (best > 0)]
+    if not buying.size:
+        return None
+    target = float(np.median(buying))
     return target, float(np.nanmin(changes))
 
 
@@ -123,10 +127,17 @@ def _with_intervals(
 
 def frontier_table(sweeps: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0) -> pd.DataFrame:
     """One row per concept × form × method: target, area, utility_at_match and intervals."""
-    rows = []
+    rows: list[dict] = []
     for concept, group in sweeps.groupby("concept", sort=False):
         curves = _curves(group)
-        target, floor = _axes(curves)
+        axes = _axes(curves)
+        if axes is None:  # said, not fitted: one row per method with the reason
+            rows.extend(
+                {"concept": concept, "form": form, "method": method, "flag": NO_FRONTIER}
+                for form, method in curves.names
+            )
+            continue
+        target, floor = axes
         compute = partial(_metrics_of, target=target, floor=floor)
         point, low, high = _with_intervals(curves, compute, n_bootstrap, seed)
         for i, (form, method) in enumerate(curves.names):
@@ -144,6 +155,7 @@ def frontier_table(sweeps: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0)
                     "utility_at_match_low": low[i, 1],
                     "utility_at_match_high": high[i, 1],
                     "n_pairs": curves.pref.shape[1],
+                    "flag": "",
                 }
             )
     return pd.DataFrame(rows)
@@ -168,10 +180,11 @@ def frontier_differences(
     rows = []
     for concept, group in sweeps.groupby("concept", sort=False):
         curves = _curves(group)
-        target, floor = _axes(curves)
+        axes = _axes(curves)
         present = [r for r in references if r in curves.names]
-        if not present:
+        if not present or axes is None:
             continue
+        target, floor = axes
         spots = [curves.names.index(r) for r in present]
         compute = partial(_differences_of, spots=spots, target=target, floor=floor)
         point, low, high = _with_intervals(curves, compute, n_bootstrap, seed)

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from workbench.measure.frontier import frontier_differences, frontier_table
 from workbench.models.loading import model_provenance
+from workbench.report.figures import frontier_comparison_figure
 from workbench.training.comparison import Comparison, ComparisonConfig, run_comparison
 from workbench.training.summary import (
     choose_multipliers,
@@ -23,7 +25,15 @@ from workbench.training.summary import (
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-FILES = ("sweeps.parquet", "summary.csv", "summary_validated_m.csv", "split_vs_sft.csv")
+FILES = (
+    "sweeps.parquet",
+    "summary.csv",
+    "summary_validated_m.csv",
+    "split_vs_sft.csv",
+    "frontier.csv",
+    "frontier_differences.csv",
+    "frontier.html",
+)
 
 
 @dataclass
@@ -34,6 +44,8 @@ class ComparisonReport:
     validated: pd.DataFrame  # at each method's m chosen on validation pairs
     split_vs_sft: pd.DataFrame
     seconds: float
+    frontier: pd.DataFrame = field(default_factory=pd.DataFrame)  # area, utility at match
+    frontier_differences: pd.DataFrame = field(default_factory=pd.DataFrame)  # vs references
 
     def describe(self, model_name: str) -> str:
         c = self.config
@@ -45,6 +57,8 @@ class ComparisonReport:
             + format_comparison(self.validated)
             + "\nSPLIT minus SFT:\n"
             + self.split_vs_sft.to_string(index=False, float_format=lambda v: f"{v:+.2f}")
+            + "\nfrontier on shared axes (area, utility at matched preference) [95% CI]:\n"
+            + format_frontier(self.frontier, self.frontier_differences)
         )
 
     def write(self, out: Path, model: TransformerBridge) -> None:
@@ -54,6 +68,10 @@ class ComparisonReport:
         self.summary.to_csv(out / "summary.csv", index=False)
         self.validated.to_csv(out / "summary_validated_m.csv", index=False)
         self.split_vs_sft.to_csv(out / "split_vs_sft.csv", index=False)
+        self.frontier.to_csv(out / "frontier.csv", index=False)
+        self.frontier_differences.to_csv(out / "frontier_differences.csv", index=False)
+        figure = frontier_comparison_figure(self.comparison.sweeps, self.validated)
+        figure.write_html(out / "frontier.html", include_plotlyjs=True)
         self.comparison.epochs.to_csv(out / "training_epochs.csv", index=False)
         self.comparison.steps.to_csv(out / "training_steps.csv", index=False)
         made = {
@@ -78,6 +96,7 @@ def compare_methods(
     comparison = run_comparison(model, config, out_dir=out)
     margin, n_bootstrap, trained_m = config.utility_margin, config.n_bootstrap, config.trained_m
     chosen = choose_multipliers(comparison.validation_sweeps, margin)
+    references = [(form, "split") for form in config.forms] + [("angular", "angular")]
     return ComparisonReport(
         config=config,
         comparison=comparison,
@@ -85,4 +104,33 @@ def compare_methods(
         validated=summarise(comparison.sweeps, trained_m, margin, n_bootstrap, chosen_m=chosen),
         split_vs_sft=split_vs_sft(comparison.sweeps, trained_m, margin, n_bootstrap),
         seconds=time.perf_counter() - started,
+        frontier=frontier_table(comparison.sweeps, n_bootstrap),
+        frontier_differences=frontier_differences(comparison.sweeps, references, n_bootstrap),
     )
+
+
+def format_frontier(frontier: pd.DataFrame, differences: pd.DataFrame) -> str:
+    """Each method's frontier area and utility at matched preference, then the differences
+    from the references whose intervals exclude zero."""
+    lines = []
+    for _, row in frontier.iterrows():
+        if row.get("flag"):
+            lines.append(f"  {row['concept']:<14}{row['form']:<14}{row['method']:<20}{row['flag']}")
+            continue
+        lines.append(
+            f"  {row['concept']:<14}{row['form']:<14}{row['method']:<20}"
+            f"area {_ci(row, 'area')}   utility at match {_ci(row, 'utility_at_match')}"
+        )
+    for _, row in differences.iterrows():
+        both = [row[f"{k}_difference_low"] > 0 for k in ("area", "utility")]
+        if all(both):
+            lines.append(
+                f"  beats {row['reference']} on {row['concept']}: {row['form']}/{row['method']} "
+                f"(area {_ci(row, 'area_difference')}, utility "
+                f"{_ci(row, 'utility_difference')})"
+            )
+    return "\n".join(lines)
+
+
+def _ci(row: pd.Series, name: str) -> str:
+    return f"{row[name]:+.2f} [{row[name + '_low']:+.2f}, {row[name + '_high']:+.2f}]"

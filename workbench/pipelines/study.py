@@ -47,7 +47,13 @@ from workbench.steering.concept_vectors import DEFAULT_EXTRACTOR, concept_vector
 from workbench.steering.forms import FORMS, SteeringVector
 from workbench.steering.generation import generate
 from workbench.steering.projected import ManifoldProjection
-from workbench.training.comparison import RECIPES, Comparison, ComparisonConfig, run_comparison
+from workbench.training.comparison import (
+    BASE_METHODS,
+    RECIPES,
+    Comparison,
+    ComparisonConfig,
+    run_comparison,
+)
 from workbench.training.summary import choose_multipliers, split_vs_sft, summarise
 from workbench.training.trainer import TrainingConfig
 
@@ -239,6 +245,7 @@ def _compare_methods(run: StudyRun, out: Path, progress: bool, projection) -> Co
     config = ComparisonConfig(
         concepts=(run.concept,),
         forms=s.forms,
+        methods=BASE_METHODS,
         seeds=(s.seed,),
         layer=run.layer,
         site=s.site,

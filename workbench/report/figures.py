@@ -478,3 +478,64 @@ def claim_figure(regression: pd.DataFrame) -> go.Figure:
         template="plotly_white",
     )
     return figure
+
+
+METHOD_COLOURS = {
+    "diff_of_means": "#1f77b4",
+    "random": "#7f7f7f",
+    "sft": "#ff7f0e",
+    "split": "#2ca02c",
+    "split_projected": "#98df8a",
+    "split_clipped": "#17becf",
+    "split_clip_trained": "#9467bd",
+    "angular": "#d62728",
+    "ace": "#8c564b",
+    "ids": "#e377c2",
+}
+FORM_DASHES = {"vector": "solid", "lora": "dash", "local_weight": "dot"}
+
+
+def frontier_comparison_figure(sweeps: pd.DataFrame, validated: pd.DataFrame) -> go.Figure:
+    """Per concept: the frontier (preference gain vs utility change along m >= 0, means over
+    pairs) and balanced accuracy against answer mass at each method's validated m. One colour
+    per method, one line style per form."""
+    concepts = list(dict.fromkeys(sweeps["concept"]))
+    figure = make_subplots(
+        rows=len(concepts),
+        cols=2,
+        subplot_titles=[
+            html.escape(f"{c}: {panel}")
+            for c in concepts
+            for panel in ("frontier", "balanced accuracy vs answer mass")
+        ],
+    )
+    for row, concept in enumerate(concepts, start=1):
+        shown = sweeps[(sweeps["concept"] == concept) & (sweeps["m"] >= 0)]
+        for (form, method), group in shown.groupby(["form", "method"], sort=False):
+            means = group.groupby("m")[["pref_odds", "util_odds"]].mean().sort_index()
+            gain = means["pref_odds"] - means["pref_odds"].iloc[0]
+            change = means["util_odds"] - means["util_odds"].iloc[0]
+            name = html.escape(f"{method} · {form}")
+            style = dict(color=METHOD_COLOURS.get(method, "#333"), dash=FORM_DASHES.get(form))
+            figure.add_trace(
+                go.Scatter(x=gain, y=change, mode="lines+markers", line=style, name=name,
+                           legendgroup=name, showlegend=row == 1, customdata=means.index,
+                           hovertemplate=f"{name}<br>m=%{{customdata}}<extra></extra>"),
+                row=row, col=1,
+            )  # fmt: skip
+        chosen = validated[(validated["concept"] == concept) & validated["method"].notna()]
+        for _, entry in chosen.iterrows():
+            name = html.escape(f"{entry['method']} · {entry['form']}")
+            figure.add_trace(
+                go.Scatter(x=[entry.get("answer_mass")], y=[entry.get("balanced_accuracy")],
+                           mode="markers", name=name, legendgroup=name, showlegend=False,
+                           marker=dict(color=METHOD_COLOURS.get(str(entry["method"]), "#333"),
+                                       size=10)),
+                row=row, col=2,
+            )  # fmt: skip
+        figure.update_xaxes(title_text="preference gain (nats)", row=row, col=1)
+        figure.update_yaxes(title_text="utility change (nats)", row=row, col=1)
+        figure.update_xaxes(title_text="answer mass", row=row, col=2)
+        figure.update_yaxes(title_text="balanced accuracy", row=row, col=2)
+    figure.update_layout(template="plotly_white", height=380 * len(concepts))
+    return figure

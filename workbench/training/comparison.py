@@ -1,4 +1,6 @@
-"""Compare steering methods on one scale: DiffMean, random, SFT, SPLIT and SPLIT projected.
+"""Compare steering methods on one scale: DiffMean, random, SFT, SPLIT, SPLIT projected, the
+published anchors (angular, ACE, distance-scaled) and SPLIT through the manifold clip
+(:mod:`workbench.training.anchors`).
 
 For each concept and seed, every method is swept over the same multiplier grid, in units of
 the site's typical norm (DiffMean, the answer-balanced one, and random are unit directions, so
@@ -48,14 +50,17 @@ from workbench.steering.forms import FORMS
 from workbench.steering.io import load_intervention
 from workbench.steering.projected import ManifoldProjection, ProjectedIntervention
 from workbench.steering.roles import Positions
+from workbench.training.anchors import ANCHORS, CLIPPED, SiteStates, anchor_steers, clip_around
 from workbench.training.objective import SplitObjective
 from workbench.training.trainer import TrainingConfig, train_intervention
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-METHODS = ("diff_of_means", "random", "sft", "split", "split_projected")
+BASE_METHODS = ("diff_of_means", "random", "sft", "split", "split_projected")
+METHODS = (*BASE_METHODS, *ANCHORS, *CLIPPED)
 VECTOR_ONLY = ("diff_of_means", "random")
+NEEDS_STATES = (*ANCHORS, *CLIPPED)
 RECIPES = ("default", "paper")
 COMPARISON_GRID = (-2.0, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 2.0)
 
@@ -141,6 +146,7 @@ class Comparison:
     interventions: dict[tuple[str, str, str, int], Any]
     projections: dict[str, ManifoldProjection]
     layers: dict[str, int]
+    states: dict[str, SiteStates] = field(default_factory=dict)
     validation_sweeps: pd.DataFrame = field(default_factory=pd.DataFrame)
     layer_sweeps: dict[str, pd.DataFrame] = field(default_factory=dict)
     prompt_styles: dict[str, PromptStyle] = field(default_factory=dict)
@@ -169,6 +175,17 @@ def run_comparison(
     datasets = {c: format_prompts(model, p, styles[c]) for c, p in datasets.items()}
     projections = dict(projections or {})
     layers, layer_tables, scales = _choose_layers(model, datasets, config, projections)
+    states = {
+        concept: SiteStates.collect(
+            model,
+            pairs.train,
+            site_hooks(config.site, layers[concept])[1],
+            config.manifold_variance,
+            config.batch_size,
+        )
+        for concept, pairs in datasets.items()
+        if set(config.methods) & set(NEEDS_STATES)
+    }
     tables, validation_tables, epochs, steps, interventions = [], [], [], [], {}
     for seed in config.seeds:  # seed-major, so a cut-short run has whole seeds
         for concept, pairs in datasets.items():
@@ -176,7 +193,9 @@ def run_comparison(
             sized = pairs.subsample(config.max_train_pairs, config.max_test_pairs)  # balanced
             train, test = sized.train, sized.test
             fit, validation = validation_split(train, config.validation_fraction, seed)
-            setting = _Setting(concept, layer, scales[concept], seed, projections.get(concept))
+            setting = _Setting(
+                concept, layer, scales[concept], seed, projections.get(concept), states.get(concept)
+            )
             for method, form, intervention, history in _interventions(
                 model, setting, fit, validation, config, out, progress
             ):
@@ -210,6 +229,7 @@ def run_comparison(
         interventions=interventions,
         projections=projections,
         layers=layers,
+        states=states,
         validation_sweeps=pd.concat(validation_tables, ignore_index=True)
         if validation_tables
         else pd.DataFrame(),
@@ -247,6 +267,7 @@ class _Setting:
     scales: SiteScales | None
     seed: int
     projection: ManifoldProjection | None
+    states: SiteStates | None = None
 
 
 def _site_projection(model: TransformerBridge, train_pairs, hook: str, config: ComparisonConfig):
@@ -265,49 +286,93 @@ def _interventions(
     model: TransformerBridge, setting: _Setting, fit, validation, config, out, progress
 ):
     """Yield (method, form, intervention, (epochs, steps) or None) for one concept and seed."""
+    yield from _direction_methods(model, setting, fit, config)
     wanted = set(config.methods)
-    layer, seed, scales = setting.layer, setting.seed, setting.scales
-    where = dict(site=config.site, positions=config.positions)
-    if wanted & set(VECTOR_ONLY) and "vector" in config.forms:
-        extractors = {"diff_of_means": DEFAULT_EXTRACTOR, "random": "random"}
-        chosen = [method for method in VECTOR_ONLY if method in wanted]
-        vectors = concept_vectors(
-            model,
-            fit,
-            [layer],
-            methods=[extractors[method] for method in chosen],
-            normalise=scales is not None,
-            seed=seed,
-            batch_size=config.batch_size,
-            **where,
-        )
-        for method in chosen:
-            yield method, "vector", vectors[layer, extractors[method]], None
     for form in config.forms:
         base = TrainingConfig.paper(form) if config.recipe == "paper" else config.training
         objectives = {"sft": SplitObjective.sft(), "split": base.objective}
+        needs_split = wanted & {"split", "split_projected", "split_clipped"}
         for method in ("sft", "split"):
-            if method not in wanted and not (method == "split" and "split_projected" in wanted):
+            if method not in wanted and not (method == "split" and needs_split):
                 continue
             training = TrainingConfig.from_dict(
-                {**base.to_dict(), "objective": objectives[method].to_dict(), "seed": seed}
+                {**base.to_dict(), "objective": objectives[method].to_dict(), "seed": setting.seed}
             )
             intervention, history = _trained(
                 model, setting, form, fit, validation, training, config, out, progress
             )
             if method in wanted:
                 yield method, form, intervention, history
-            if method == "split" and "split_projected" in wanted:
-                if setting.projection is None:
-                    raise ConfigError("split_projected needs the manifold projection of the site")
-                projected = ProjectedIntervention(
-                    intervention, setting.projection, strength=config.projection_strength
-                )
-                yield "split_projected", form, projected, None
+            if method == "split":
+                yield from _split_variants(intervention, setting, form, config)
+        if "split_clip_trained" in wanted:
+            training = TrainingConfig.from_dict({**base.to_dict(), "seed": setting.seed})
+            clipped, history = _trained(
+                model, setting, form, fit, validation, training, config, out, progress, clip=True
+            )
+            yield "split_clip_trained", form, clipped, history
+
+
+def _direction_methods(model: TransformerBridge, setting: _Setting, fit, config):
+    """DiffMean and random vectors, and the anchors built around DiffMean."""
+    wanted = set(config.methods)
+    anchors = [m for m in ANCHORS if m in wanted]
+    chosen = [m for m in VECTOR_ONLY if m in wanted and "vector" in config.forms]
+    if anchors and "diff_of_means" not in chosen:
+        chosen.insert(0, "diff_of_means")
+    if not chosen:
+        return
+    extractors = {"diff_of_means": DEFAULT_EXTRACTOR, "random": "random"}
+    vectors = concept_vectors(
+        model,
+        fit,
+        [setting.layer],
+        methods=[extractors[method] for method in chosen],
+        normalise=setting.scales is not None,
+        seed=setting.seed,
+        batch_size=config.batch_size,
+        site=config.site,
+        positions=config.positions,
+    )
+    for method in chosen:
+        if method in wanted and "vector" in config.forms:
+            yield method, "vector", vectors[setting.layer, extractors[method]], None
+    if anchors:
+        if setting.states is None or setting.scales is None:
+            raise ConfigError(f"{anchors} need the site's valid states and typical norm")
+        diff_of_means = vectors[setting.layer, DEFAULT_EXTRACTOR]
+        built = anchor_steers(model, diff_of_means, setting.states, setting.scales, anchors)
+        for method, steer in built.items():
+            yield method, steer.form, steer, None
+
+
+def _split_variants(intervention, setting: _Setting, form: str, config):
+    """SPLIT projected and SPLIT through the clip, from one trained SPLIT intervention."""
+    wanted = set(config.methods)
+    if "split_projected" in wanted:
+        if setting.projection is None:
+            raise ConfigError("split_projected needs the manifold projection of the site")
+        projected = ProjectedIntervention(
+            intervention, setting.projection, strength=config.projection_strength
+        )
+        yield "split_projected", form, projected, None
+    if "split_clipped" in wanted:
+        if setting.states is None:
+            raise ConfigError("split_clipped needs the site's valid states")
+        yield "split_clipped", form, clip_around(intervention, setting.states), None
 
 
 def _trained(
-    model: TransformerBridge, setting, form, fit, validation, training, config, out, progress
+    model: TransformerBridge,
+    setting,
+    form,
+    fit,
+    validation,
+    training,
+    config,
+    out,
+    progress,
+    clip: bool = False,
 ):
     """Train (or load the saved artefact of) one intervention; returns it and its history.
 
@@ -326,8 +391,11 @@ def _trained(
         "intervention": kwargs,
         "training": training.to_dict(),
     }
+    if clip:  # SPLIT trained through the manifold clip (absent otherwise: old names stay valid)
+        decided["clip"] = True
     digest = stable_hash(decided)[:12]
-    name = f"{setting.concept}-{form}-{training.method}-seed{training.seed}-{digest}"
+    method = f"{training.method}-clip" if clip else training.method
+    name = f"{setting.concept}-{form}-{method}-seed{training.seed}-{digest}"
     path = out / "artefacts" / name if out is not None else None
     if path is not None and (path.parent / f"{name}.json").is_file():
         intervention, provenance = load_intervention(path)
@@ -336,6 +404,10 @@ def _trained(
         return intervention, (pd.DataFrame(details["epochs"]), pd.DataFrame(details["steps"]))
     torch.manual_seed(training.seed)
     intervention = FORMS[form].for_model(model, setting.layer, scales=setting.scales, **kwargs)
+    if clip:
+        if setting.states is None:
+            raise ConfigError("split_clip_trained needs the site's valid states")
+        intervention = clip_around(intervention, setting.states)
     result = train_intervention(model, intervention, fit, validation, training, progress=progress)
     if path is not None:
         result.save(path, model, fit)
