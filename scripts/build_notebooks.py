@@ -219,298 +219,190 @@ NOTEBOOK_05 = [
         "markdown",
         """# 05 · A steering failure, taken apart
 
-Steering with a DiffMean vector works at moderate m; push harder and the text should break.
-This notebook looks for the break at two sites of the same block, the MLP output (the paper's
-site) and the residual stream, and takes the one that breaks apart: **where** (which layer,
-which token) and **why** (is the steered state pushed off the valid manifold, and does the
-residual norm grow downstream?). Then it tests the explanation: if the failure is an
-off-manifold push, removing the off-manifold part of the update (the projected steer) should
-delay it, also at an equal push norm.
+A DiffMean vector at the paper's site (the block output, in units of its typical norm) steers at
+moderate m; pushed harder, the text breaks. This notebook asks **where** and **why** it breaks,
+whether a **manifold estimate marks** the broken text (four estimates, fitted on training text
+only), and whether **manifold-aware steers delay** the break: the manifold clip (the steered
+state's off-subspace residual shrunk back toward the valid manifold), and, as an anchor,
+angular steering (a norm-preserving rotation).
 
+Prompts: the held-out prompts of two concepts (48 on the default model), greedy continuations.
 `WORKBENCH_SMALL=1` runs the cells on a tiny random model (numbers meaningless).""",
     ),
     (
         "code",
-        setup("\nimport numpy as np\nimport pandas as pd\nfrom IPython.display import HTML\n"),
+        setup("\nimport numpy as np\nimport pandas as pd\nimport plotly.express as px\n"),
     ),
     (
         "markdown",
-        """## The two sites, pushed hard
+        """## The steers and the manifold estimates
 
-The same recipe at both sites: the difference of means of the positive and negative answers'
-states at the site's output hook, added with multiplier m at every position during greedy
-generation. The MLP grid goes much further than the residual one.""",
+Valid text: the neutral sentences, the training answers and the model's own greedy
+continuations of the training prompts, at the intervention's block output and every later one.
+The four estimates are those of `workbench claim`: the global PCA subspace with a Gaussian or a
+kNN density, the local tangent estimate, and the global estimate fitted on the model's own
+continuations alone.""",
     ),
     (
         "code",
-        """from workbench import SteeringVector, capture_activations, direction_from_activations
-from workbench.measure.text import generation_diagnostics
+        """from workbench import ManifoldClip, collect_valid_activations, concept_vector
+from workbench.manifold.displacement import downstream_hooks
+from workbench.pipelines.claim import ESTIMATES, fit_estimates
+from workbench.steering.state import AngularSteer
 
 pairs = load_concept("sentiment")
-prompts = pairs.test[: 3 if SMALL else 8]
-mlp_hook = f"blocks.{LAYER}.mlp.out.hook_out"
-resid_hook = f"blocks.{LAYER}.hook_resid_post"
-last_hook = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
-acts = capture_activations(model, pairs.train, [mlp_hook, resid_hook, last_hook], progress=False)
-directions = {h: direction_from_activations(acts, h, "diff_of_means").vector
-              for h in (mlp_hook, resid_hook, last_hook)}
-steers = {  # site -> (vector, multipliers)
-    "mlp_out": (SteeringVector.for_model(model, LAYER, site="mlp_out",
-                                         vector=directions[mlp_hook]),
-                (0.0, 16.0, 64.0, 256.0, 1024.0)),
-    "resid": (SteeringVector.for_model(model, LAYER, site="resid", vector=directions[resid_hook]),
-              (0.0, 2.0, 4.0, 8.0, 16.0)),
+held_out = list(pairs.test) + list(load_concept("formality").test)
+prompts = held_out[: 4 if SMALL else 48]
+hooks = downstream_hooks(model, LAYER)
+block_hook = hooks[0]
+valid = collect_valid_activations(model, hooks, pairs.train,
+                                  sources=("neutral", "answers", "greedy"))
+estimates = fit_estimates(valid, hooks)
+vector = concept_vector(model, pairs.train, LAYER)  # balanced DiffMean, unit typical norm
+steers = {
+    "diff_of_means": vector,
+    "clipped": ManifoldClip.fit(vector, estimates["pca_gaussian"][block_hook],
+                                valid.held_out(block_hook)),
+    "angular": AngularSteer.plane(model, LAYER, vector.raw_vector, valid.fitting(block_hook),
+                                  unit=1 / 16),
 }
-texts = pd.concat([
-    generation_diagnostics(model, prompts, vector, grid, method=f"diff_of_means @ {site}",
-                           max_new_tokens=24)
-    for site, (vector, grid) in steers.items()])
-pd.set_option("display.max_colwidth", 120)
-texts[texts["pair_id"].isin([p.id for p in prompts[:2]])][
-    ["method", "pair_id", "m", "repetition_rate", "text"]]""",
+GRID = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)
+print(f"{len(prompts)} prompts; {len(valid.source)} valid tokens; "
+      f"{estimates['pca_gaussian'][block_hook].n_components_} components at {block_hook}")""",
+    ),
+    (
+        "markdown",
+        """## Where the text breaks
+
+Greedy continuations (24 tokens) at each m; the repetition rate is the share of repeated
+3-grams. The onset is the first m whose mean repetition reaches 0.5. For angular steering m is
+an angle (m/16 of the way to the concept direction), not a push norm: its column is read
+against its own grid.""",
     ),
     (
         "code",
-        """# mean repetition rate (share of repeated 3-grams) of the continuations, by site and m
+        """from workbench.measure.text import generation_diagnostics
+
+texts = pd.concat([
+    generation_diagnostics(model, prompts, steer, GRID, method=name, max_new_tokens=24)
+    for name, steer in steers.items()])
+pd.set_option("display.max_colwidth", 120)
 texts.pivot_table(index="m", columns="method", values="repetition_rate")""",
     ),
     (
-        "markdown",
-        """## Why the MLP site does not break: the post-MLP norm caps the push
-
-Gemma 3 normalises the MLP output (`post_feedforward_layernorm`) before adding it to the
-residual stream, so `m·v` added at `mlp.out.hook_out` is rescaled: as m grows the block's
-update tends to a fixed vector of bounded norm. Measured: the displacement of the block's
-residual output (`hook_resid_post`, answer tokens) along the concept direction, and its parts
-inside and outside the valid manifold's subspace, against m. A capped site plateaus; an
-uncapped one grows linearly in m. (Llama-style blocks, like the tiny model, have no such norm.)""",
-    ),
-    (
         "code",
-        """import plotly.express as px
-
-from workbench import ActivationManifold, collect_valid_activations, displacement_table
-from workbench.manifold.displacement import downstream_hooks
-
-hooks = downstream_hooks(model, LAYER)
-valid = collect_valid_activations(model, hooks, pairs.train, sources=("neutral", "answers"))
-manifolds = {h: ActivationManifold(n_components=0.9).fit(valid.fitting(h),
-                                                          calibration=valid.held_out(h))
-             for h in hooks}
-table = pd.concat([
-    displacement_table(model, pairs.test[:4], vector, grid, manifolds,
-                       directions={resid_hook: directions[resid_hook]}, method=site,
-                       sides=("positive",), progress=False)
-    for site, (vector, grid) in steers.items()])
-at_layer = table[table["hook"] == resid_hook].groupby(["method", "m"])[
-    ["concept_projection", "on_manifold", "off_manifold", "norm_ratio", "beyond_epsilon"]
-].mean().reset_index()
-parts = at_layer[at_layer["m"] > 0].melt(
-    id_vars=["method", "m"], value_vars=["concept_projection", "on_manifold", "off_manifold"],
-    var_name="part", value_name="displacement")
-px.line(parts, x="m", y="displacement", color="part", facet_col="method", log_x=True,
-        markers=True, title=f"Displacement of {resid_hook} against m, by steering site"
-        ).update_yaxes(matches=None, showticklabels=True)""",
+        """texts[texts["pair_id"] == prompts[0].id][["method", "m", "repetition_rate", "text"]]""",
     ),
     (
         "markdown",
-        """## Where: the residual-site failure, layer by layer
+        """## Why: the push layer by layer
 
-For every block from the intervention on: the ratio of steered to unsteered residual norm,
-and the share of answer tokens beyond ε of that layer's valid manifold. A push the network
-absorbs shows the ratio relaxing towards 1 downstream; one that is carried through keeps it
-high to the last layer.""",
+For the plain DiffMean vector, on 8 pairs' answers: the displacement along the concept
+direction and its parts inside and outside the valid subspace, the ratio of steered to
+unsteered residual norm, the share of answer tokens beyond ε of each layer's estimate, and the
+KL of the next-token distribution from the unsteered one.""",
     ),
     (
         "code",
-        """by_layer = table.groupby(["method", "analysis_layer", "m"])[
-    ["concept_projection", "off_manifold", "on_manifold", "norm_ratio", "beyond_epsilon",
-     "kl_from_unsteered"]
-].mean().reset_index()
-resid_layers = by_layer[by_layer["method"] == "resid"]
-px.line(resid_layers, x="analysis_layer", y="norm_ratio", color="m", markers=True,
-        title="Residual site: steered / unsteered residual norm, by layer")""",
-    ),
-    (
-        "code",
-        """px.line(resid_layers, x="analysis_layer", y="beyond_epsilon", color="m", markers=True,
-        title="Residual site: share of answer tokens beyond ε of the valid manifold, by layer")""",
-    ),
-    (
-        "code",
-        """# the output distribution: KL from the unsteered next-token distribution (nats)
-table.pivot_table(index="m", columns="method", values="kl_from_unsteered")""",
-    ),
-    (
-        "markdown",
-        """## Which tokens: per-token projection of the broken generations
+        """from workbench import displacement_table
 
-The first test prompt and its greedy continuations under the residual-site steer, re-run
-with the steer on, each token coloured by its state's projection on the concept direction at
-the **last** block (red +, blue −): where the concept takes over, and from which token.""",
-    ),
-    (
-        "code",
-        """from workbench.manifold.embedding import token_projections
-from workbench.report.figures import token_projection_html
-
-resid_vector, resid_grid = steers["resid"]
-prompt = prompts[0].prompt
-rows = texts[(texts["pair_id"] == prompts[0].id) & (texts["method"] == "diff_of_means @ resid")]
-all_tokens, all_values, labels = [], [], []
-for _, row in rows.iterrows():
-    tokens, values = token_projections(model, [prompt + row["text"]], directions[last_hook],
-                                       last_hook, [(resid_vector, float(row["m"]))])
-    all_tokens += tokens
-    all_values += values
-    labels.append(f"m = {row['m']:g}")
-HTML(token_projection_html(all_tokens, all_values, labels=labels))""",
-    ),
-    (
-        "markdown",
-        """## Why, tested: does the projected steer delay the failure?
-
-The residual vector with its part outside the valid subspace (at the intervention hook)
-removed. Removing that part also shortens the vector, which alone would delay a failure, so
-the projected steer runs twice: at the same m, and at m rescaled so that the pushes have
-equal norm. Only a delay at equal push norm supports the off-manifold explanation.""",
-    ),
-    (
-        "code",
-        """from workbench import ProjectedIntervention
-from workbench.steering.projected import ManifoldProjection
-
-projection = ManifoldProjection.from_manifold(manifolds[resid_hook])
-projected = ProjectedIntervention(resid_vector, projection, strength=1.0)
-kept = float(projection.on_subspace(directions[resid_hook]).norm()
-             / directions[resid_hook].norm())
-print(f"share of the vector's norm inside the valid subspace: {kept:.2f}")
-variants = {  # label -> (intervention, multipliers, norm of the push per unit of nominal m)
-    "diff_of_means @ resid": (resid_vector, resid_grid, 1.0),
-    "projected, same m": (projected, resid_grid, kept),
-    "projected, same push norm": (projected, tuple(m / kept for m in resid_grid), kept),
-}
-compared = []
-for label, (intervention, grid, unit) in variants.items():
-    if label == "diff_of_means @ resid":
-        rows = texts[texts["method"] == label].copy()
-    else:
-        rows = generation_diagnostics(model, prompts, intervention, grid, method=label,
-                                      max_new_tokens=24)
-    rows["push_norm"] = rows["m"] * unit * float(directions[resid_hook].norm())
-    rows["nominal_m"] = rows["m"].map(dict(zip(grid, resid_grid)))
-    compared.append(rows)
-compared = pd.concat(compared)
-compared.pivot_table(index="nominal_m", columns="method", values="repetition_rate")""",
-    ),
-    (
-        "code",
-        """compared[(compared["nominal_m"] >= 4) & (compared["pair_id"] == prompts[0].id)][
-    ["method", "nominal_m", "push_norm", "repetition_rate", "text"]]""",
-    ),
-    (
-        "markdown",
-        """Where does the projected steer land downstream? The same displacement measurement as
-above, for the projected steer at the same m: the share of answer tokens beyond ε, by layer.""",
-    ),
-    (
-        "code",
-        """projected_table = displacement_table(
-    model, pairs.test[:4], projected, resid_grid, manifolds,
-    directions={resid_hook: directions[resid_hook]}, method="resid, projected",
+table = displacement_table(
+    model, pairs.test[:8], vector, [m for m in GRID if m > 0], estimates["pca_gaussian"],
+    directions={block_hook: vector.raw_vector}, method="diff_of_means", scorers=estimates,
     sides=("positive",), progress=False)
-both = pd.concat([table[table["method"] == "resid"], projected_table])
-both_layers = both.groupby(["method", "analysis_layer", "m"])[
-    ["concept_projection", "off_manifold", "on_manifold", "norm_ratio", "beyond_epsilon",
-     "kl_from_unsteered"]
-].mean().reset_index()
-px.line(both_layers, x="analysis_layer", y="beyond_epsilon", color="m", facet_col="method",
-        markers=True, title="Share of answer tokens beyond ε, by layer: plain and projected")""",
+by_layer = table.groupby(["analysis_layer", "m"])[
+    ["concept_projection", "on_manifold", "off_manifold", "norm_ratio", "kl_from_unsteered",
+     *(f"beyond_{name}" for name in ESTIMATES)]].mean().reset_index()
+px.line(by_layer, x="analysis_layer", y="beyond_local", color="m", markers=True,
+        title="Share of answer tokens beyond ε of the local estimate, by layer")""",
+    ),
+    (
+        "code",
+        """by_layer[by_layer["analysis_layer"] == LAYER].set_index("m").round(3)""",
+    ),
+    (
+        "markdown",
+        """## Does an estimate mark the broken text?
+
+Every continuation is run again with its steer on; the states of its generated tokens are
+scored by each estimate. The AUROC says how well an estimate's mean nonconformity separates
+broken continuations (repetition ≥ 0.5) from fluent ones, across steers and m (0.5: chance).""",
+    ),
+    (
+        "code",
+        """from workbench.manifold.generated import failure_auroc, generation_scores
+
+scores = generation_scores(model, texts, {p.id: p.prompt for p in prompts}, steers, estimates,
+                           [block_hook, hooks[-1]])
+auroc = failure_auroc(scores, ESTIMATES)
+auroc.pivot_table(index="estimate", columns="hook", values="auroc")""",
+    ),
+    (
+        "markdown",
+        """## Does a manifold-aware steer delay the break?
+
+The clip moves each steered state back to within the valid residual of the manifold; if the
+break were an off-manifold push, it should come later. What the clip leaves of the push is
+measured (`push`: mean ‖Δh‖ / ‖h‖), since a steer that pushes less breaks later for that reason
+alone.""",
+    ),
+    (
+        "code",
+        """from workbench.steering.apply import steering
+from workbench.data.encoding import encode_pairs
+from workbench.steering.roles import TokenRoles
+from workbench.hooks.forward import run_batch_with_cache
+
+
+def onset(rows, threshold=0.5):
+    \"\"\"The first m whose mean repetition rate reaches the threshold (None: never).\"\"\"
+    rates = rows.groupby("m")["repetition_rate"].mean()
+    broken = rates[rates >= threshold]
+    return None if broken.empty else float(broken.index[0])
+
+
+def mean_push(steer, m):
+    \"\"\"Mean ‖Δh‖ / ‖h‖ of the steer over the first prompts' tokens at the block output.\"\"\"
+    batch = encode_pairs(model.tokenizer, prompts[:8], "positive",
+                         prepend_bos=model_provenance(model).prepend_bos)
+    with steering(model, [(steer, m)], TokenRoles.from_batch(batch), record_push=True) as state:
+        run_batch_with_cache(model, batch, [block_hook], None)
+    return float(state.push[0].mean())
+
+
+summary = pd.DataFrame([
+    {"method": name, "onset_m": onset(texts[texts["method"] == name]),
+     **{f"push @ m={m:g}": mean_push(steer, m) for m in GRID if m > 0}}
+    for name, steer in steers.items()])
+summary.round(3)""",
     ),
     (
         "markdown",
         """## What the numbers say
 
-Computed from the tables above, not written in by hand: the onset of the failure (the first
-m whose mean repetition rate reaches 0.5), and what the diagnostics read there.""",
+Computed from the tables above, not written by hand.""",
     ),
     (
         "code",
-        """def onset(rows, threshold=0.5):
-    \"\"\"The first m whose mean repetition rate reaches the threshold (None: never).\"\"\"
-    rates = rows.groupby("nominal_m" if "nominal_m" in rows else "m")["repetition_rate"].mean()
-    broken = rates[rates >= threshold]
-    return None if broken.empty else float(broken.index[0])
-
-
-def at(layers, method, m, layer):
-    \"\"\"The layer-mean diagnostics of one method at one m.\"\"\"
-    chosen = (layers["method"] == method) & (layers["m"] == m) & (layers["analysis_layer"] == layer)
-    return layers[chosen].iloc[0]
-
-
-def describe(row):
-    return (f"concept {row.concept_projection:.4g}, on {row.on_manifold:.4g}, "
-            f"off {row.off_manifold:.4g}, {row.beyond_epsilon:.0%} beyond ε, "
-            f"norm ratio {row.norm_ratio:.2f}, KL {row.kl_from_unsteered:.2f} nats")
+        """def layer_row(layer, m):
+    return by_layer[(by_layer["analysis_layer"] == layer) & (by_layer["m"] == m)].iloc[0]
 
 
 last_layer = model.cfg.n_layers - 1
-mlp_grid = steers["mlp_out"][1]
-top, below = (at(by_layer, "mlp_out", m, LAYER) for m in mlp_grid[-1:-3:-1])
-size = np.hypot(top.on_manifold, top.off_manifold) / np.hypot(below.on_manifold, below.off_manifold)
-print(f"MLP site: onset m = {onset(texts[texts['method'] == 'diff_of_means @ mlp_out'])}; "
-      f"displacement norm at layer {LAYER} grows x{size:.2f} "
-      f"while m grows x{mlp_grid[-1] / mlp_grid[-2]:g}")
-print(f"  m = {mlp_grid[-1]:g}, layer {LAYER}: {describe(top)}")
-m_break = onset(texts[texts["method"] == "diff_of_means @ resid"])
-print(f"residual site: onset m = {m_break}")
+m_break = onset(texts[texts["method"] == "diff_of_means"])
+print(f"DiffMean at the block site: onset m = {m_break} over {len(prompts)} prompts")
 if m_break is not None:
-    last_fluent = [m for m in resid_grid if m < m_break][-1:]
-    for m in (*last_fluent, m_break):
-        print(f"  m = {m:g}, layer {LAYER}: {describe(at(by_layer, 'resid', m, LAYER))}")
-        print(f"  m = {m:g}, last layer: {describe(at(by_layer, 'resid', m, last_layer))}")
-    rates = compared[compared["nominal_m"] == m_break].groupby("method")["repetition_rate"].mean()
-    print(f"mean repetition at m = {m_break:g}: "
-          + ", ".join(f"{label} {rate:.2f}" for label, rate in rates.items()))
-    for label in ("projected, same m", "projected, same push norm"):
-        print(f"  {label}: onset m = {onset(compared[compared['method'] == label])}")
-    print(f"  projected, m = {m_break:g}, last layer: "
-          f"{describe(at(both_layers, 'resid, projected', m_break, last_layer))}")""",
-    ),
-    (
-        "markdown",
-        """### What this showed on Gemma 3 270M
-
-One run of this notebook (sentiment, layer 11, 8 test prompts × 24 greedy tokens; 4 pairs
-for the displacement tables; 2026-11-22). Rerun it to check: the cell above prints these.
-
-- **The MLP site cannot break the text.** From m = 256 to m = 1024 the displacement at the
-  block's output grows ×1.01: the post-MLP norm turns `m·v` into a bounded update. The KL
-  from the unsteered output saturates at 1.95 nats, and the mean repetition rate stays at
-  or below 0.27 at every m up to 1024: the text turns gushing ("The very very very…") but
-  stays English.
-- **The residual site breaks between m = 4 and m = 8.** Mean repetition is 0.03 at m = 4
-  (KL 0.87 nats) and 0.58 at m = 8 (KL 2.70); by m = 16 it is 0.95 (KL 12.3: "truly truly
-  truly…").
-- **Not norm growth.** At m = 8 the steered/unsteered residual norm ratio stays between 0.94
-  and 1.14 at every layer and ends at 0.94: Gemma's residual stream is so large that the
-  push rotates the state rather than inflating it.
-- **Off the manifold, but the ε test fires early.** At m = 8 every answer token is beyond ε
-  at every layer from 11 to 17. But at m = 4, where the text is still fluent, 38% are beyond
-  ε at layer 11 and 78% at the last layer. So leaving the manifold comes before the break
-  and does not mark it.
-- **The off-manifold part at the intervention layer is not what breaks it.** The saturated
-  MLP push has more off-manifold displacement at layer 11 (1727) than the breaking residual
-  push at m = 8 (711), yet it does not break the text. What separates fluent from broken is
-  the displacement along the concept direction: about 2.3–2.5 k for fluent text at both
-  sites, 5.0 k for broken text.
-- **The projected steer helps a little.** It removes the 14% of the vector's norm that lies
-  outside the valid subspace. At m = 8 mean repetition falls from 0.58 to 0.41 at the same
-  m, and to 0.45 at an equal push norm, which moves the 0.5-threshold onset from m = 8 to
-  m = 16. At m = 4 the share of last-layer tokens beyond ε falls from 78% to 65%. This is a
-  modest effect on 8 prompts; most of the failure is the size of the push along the concept
-  direction itself.""",
+    fluent = [m for m in GRID if 0 < m < m_break][-1:]
+    for m in (*fluent, m_break):
+        row, last = layer_row(LAYER, m), layer_row(last_layer, m)
+        print(f"  m = {m:g}: concept {row.concept_projection:.4g}, on {row.on_manifold:.4g}, "
+              f"off {row.off_manifold:.4g}, KL {row.kl_from_unsteered:.2f} nats; beyond ε at "
+              "the last layer: " + ", ".join(f"{n} {last[f'beyond_{n}']:.0%}" for n in ESTIMATES))
+best = auroc.sort_values("auroc", ascending=False).iloc[0]
+print(f"best marker of broken text: {best.estimate} at {best.hook}, AUROC {best.auroc:.2f} "
+      f"({int(best.n_broken)} of {int(best.n_texts)} texts broken)")
+for _, row in summary.iterrows():
+    print(f"  {row.method}: onset m = {row.onset_m}")""",
     ),
 ]
 

@@ -65,6 +65,11 @@ _EXPORTS: dict[str, str] = {
     "steering": "workbench.steering.apply",
     "load_intervention": "workbench.steering.io",
     "ProjectedIntervention": "workbench.steering.projected",
+    "AngularSteer": "workbench.steering.state",
+    "AffineConceptEdit": "workbench.steering.state",
+    "DistanceScaled": "workbench.steering.state",
+    "ManifoldClip": "workbench.steering.state",
+    "concept_vector": "workbench.steering.concept_vectors",
     "generate": "workbench.steering.generation",
     # measure
     "preference_utility": "workbench.measure.log_odds",
@@ -76,6 +81,9 @@ _EXPORTS: dict[str, str] = {
     "unsteered_baselines": "workbench.measure.unsteered",
     # manifold
     "ActivationManifold": "workbench.manifold.estimator",
+    "LocalManifold": "workbench.manifold.local",
+    "matched_push_family": "workbench.manifold.mixtures",
+    "joint_regression": "workbench.manifold.claim",
     "collect_valid_activations": "workbench.manifold.valid",
     "displacement_table": "workbench.manifold.displacement",
     "activation_shift": "workbench.manifold.embedding",
@@ -85,9 +93,12 @@ _EXPORTS: dict[str, str] = {
     "train_intervention": "workbench.training.trainer",
     "ComparisonConfig": "workbench.training.comparison",
     "run_comparison": "workbench.training.comparison",
+    "frontier_table": "workbench.measure.frontier",
     # pipelines
     "StudySettings": "workbench.pipelines.study",
     "run_study": "workbench.pipelines.study",
+    "ClaimSettings": "workbench.pipelines.claim",
+    "claim_test": "workbench.pipelines.claim",
     # errors
     "WorkbenchError": "workbench.errors",
     "ConfigError": "workbench.errors",
@@ -143,25 +154,37 @@ if TYPE_CHECKING:  # what a type checker and an editor see
         WorkbenchError,
     )
     from workbench.hooks.sites import SITES, site_hooks, site_scales
+    from workbench.manifold.claim import joint_regression
     from workbench.manifold.displacement import displacement_table
     from workbench.manifold.embedding import activation_shift
     from workbench.manifold.estimator import ActivationManifold
+    from workbench.manifold.local import LocalManifold
+    from workbench.manifold.mixtures import matched_push_family
     from workbench.manifold.valid import collect_valid_activations
     from workbench.measure.answer_bias import balanced_accuracy
     from workbench.measure.fits import fit_sweep_curve, fit_table
+    from workbench.measure.frontier import frontier_table
     from workbench.measure.log_odds import preference_utility
     from workbench.measure.sweeps import SweepLabels, run_sweep
     from workbench.measure.unsteered import unsteered_baselines
     from workbench.models.loading import available_models, load_model, model_provenance
     from workbench.models.packaged import DEFAULT_MODEL, PACKAGED_MODELS
+    from workbench.pipelines.claim import ClaimSettings, claim_test
     from workbench.pipelines.study import StudySettings, run_study
     from workbench.provenance import ModelProvenance, Provenance
     from workbench.steering.apply import steering
+    from workbench.steering.concept_vectors import concept_vector
     from workbench.steering.forms import Intervention, LocalWeightUpdate, LoRAUpdate, SteeringVector
     from workbench.steering.generation import generate
     from workbench.steering.io import load_intervention
     from workbench.steering.projected import ProjectedIntervention
     from workbench.steering.roles import TokenRoles
+    from workbench.steering.state import (
+        AffineConceptEdit,
+        AngularSteer,
+        DistanceScaled,
+        ManifoldClip,
+    )
     from workbench.training.comparison import ComparisonConfig, run_comparison
     from workbench.training.objective import SplitObjective
     from workbench.training.trainer import TrainingConfig, train_intervention
