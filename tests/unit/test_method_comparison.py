@@ -95,18 +95,23 @@ def test_small_real_run_covers_every_method_and_resumes(tiny_llama, tmp_path):
     comparison = run_comparison(tiny_llama, config, out_dir=tmp_path, progress=False)
     sweeps = comparison.sweeps
     methods = sweeps.groupby("form")["method"].unique().map(sorted).to_dict()
+    trained = ["sft", "split", "split_clip_trained", "split_clipped", "split_projected"]
     assert methods == {
-        "vector": ["diff_of_means", "random", "sft", "split", "split_projected"],
-        "lora": ["sft", "split", "split_projected"],
+        "vector": sorted(["diff_of_means", "ids", "random", *trained]),
+        "lora": trained,
+        "angular": ["angular"],  # the anchors act on the state: their form is their own
+        "ace": ["ace"],
     }
     assert set(sweeps["split"]) == {"test"}
-    assert len(comparison.epochs) == 4 * 2  # 4 trainings, epochs 0 and 1
-    assert set(comparison.steps["method"]) == {"sft", "split"}
-    assert len(comparison.interventions) == 8 and comparison.layers == {"sentiment": 1}
+    assert len(comparison.epochs) == 6 * 2  # sft, split, split through the clip × 2 forms
+    assert set(comparison.steps["method"]) == {"sft", "split", "split_clip_trained"}
+    assert len(comparison.interventions) == 15 and comparison.layers == {"sentiment": 1}
+    clip_trained = comparison.interventions[("sentiment", "lora", "split_clip_trained", 0)]
+    assert clip_trained.label == "clipped lora"
     # m = 0 is the unsteered model for every method
     at_zero = sweeps[sweeps["m"] == 0].groupby("pair_id")["pref_odds"].agg(["min", "max"])
     assert np.allclose(at_zero["min"], at_zero["max"], atol=1e-4)
-    assert len(list((tmp_path / "artefacts").glob("*.safetensors"))) == 4
+    assert len(list((tmp_path / "artefacts").glob("*.safetensors"))) == 6
     again = run_comparison(tiny_llama, config, out_dir=tmp_path, progress=False)
     pd.testing.assert_frame_equal(sweeps, again.sweeps)
     pd.testing.assert_frame_equal(comparison.steps, again.steps, check_dtype=False)
