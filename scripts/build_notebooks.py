@@ -231,7 +231,7 @@ Prompts: the held-out prompts of two concepts (48 on the default model), greedy 
     ),
     (
         "code",
-        setup("\nimport numpy as np\nimport pandas as pd\nimport plotly.express as px\n"),
+        setup("\nimport pandas as pd\nimport plotly.express as px\n"),
     ),
     (
         "markdown",
@@ -348,10 +348,10 @@ alone.""",
     ),
     (
         "code",
-        """from workbench.steering.apply import steering
-from workbench.data.encoding import encode_pairs
-from workbench.steering.roles import TokenRoles
+        """from workbench.data.encoding import encode_pairs
 from workbench.hooks.forward import run_batch_with_cache
+from workbench.steering.apply import steering
+from workbench.steering.roles import TokenRoles
 
 
 def onset(rows, threshold=0.5):

@@ -156,3 +156,22 @@ def test_claim_pipeline_on_a_tiny_model(tiny_llama, monkeypatch, tmp_path):
     assert "weddings: layer 1" in result.describe()
     with pytest.raises(ConfigError, match="m = 0"):
         ClaimSettings(multipliers=(1.0, 2.0))
+
+
+def test_failure_auroc_ranks_the_estimate_that_marks_broken_text():
+    from workbench.manifold.generated import failure_auroc
+
+    rng = np.random.default_rng(0)
+    broken = rng.random(60) < 0.4
+    scores = pd.DataFrame(
+        {
+            "hook": "h",
+            "repetition_rate": np.where(broken, 0.8, 0.1),
+            "nonconformity_good": broken + rng.normal(scale=0.1, size=60),
+            "nonconformity_noise": rng.normal(size=60),
+        }
+    )
+    auroc = failure_auroc(scores, ["good", "noise"]).set_index("estimate")["auroc"]
+    assert auroc["good"] > 0.95 and 0.3 < auroc["noise"] < 0.7
+    fluent = scores.assign(repetition_rate=0.0)
+    assert failure_auroc(fluent, ["good"])["auroc"].isna().all()  # undefined, not 0.5
