@@ -122,17 +122,9 @@ class ActivationManifold(TransformerMixin, BaseEstimator):
             raise ConfigError(f"need at least 3 valid activations to fit, got {len(X)}")
         if not 0.0 < self.delta < 1.0:
             raise ConfigError(f"delta must be in (0, 1), got {self.delta}")
-        if calibration is None:
-            order = np.random.default_rng(self.random_state).permutation(len(X))
-            n_cal = max(1, round(self.calibration_fraction * len(X)))
-            calibration, X = X[order[:n_cal]], X[order[n_cal:]]
-        else:
-            calibration = as_activations(calibration)
-            if calibration.shape[1] != X.shape[1]:
-                raise ConfigError(
-                    f"calibration activations have width {calibration.shape[1]}, but the "
-                    f"training activations have width {X.shape[1]}"
-                )
+        X, calibration = calibration_split(
+            X, calibration, self.calibration_fraction, self.random_state
+        )
         n_components = self.n_components
         if isinstance(n_components, int) and not 1 <= n_components <= min(X.shape):
             raise ConfigError(
@@ -148,11 +140,8 @@ class ActivationManifold(TransformerMixin, BaseEstimator):
         self.scaler_ = StandardScaler().fit(self._features(X))
         self.density_ = make_density(self.density, self.k, self.n_mixture, self.random_state)
         self.density_.fit(self.scaler_.transform(self._features(X)))
-        nonconformity = np.sort(self.nonconformity(calibration))
-        n = len(nonconformity)
-        rank = min(n, math.ceil((n + 1) * (1 - self.delta)))  # conformal quantile
-        self.epsilon_ = float(nonconformity[rank - 1])
-        self.n_calibration_ = n
+        self.epsilon_ = conformal_threshold(self.nonconformity(calibration), self.delta)
+        self.n_calibration_ = len(calibration)
         return self
 
     # -- what it says about activations ------------------------------------------------------
@@ -202,6 +191,33 @@ class ActivationManifold(TransformerMixin, BaseEstimator):
                 f"{self.pca_.n_features_in_}"
             )
         return X
+
+
+def calibration_split(
+    X: np.ndarray, calibration, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(fitting, calibration) activations: ``calibration`` checked against ``X``, or a seeded
+    random ``fraction`` of ``X`` held out when none is given."""
+    if calibration is None:
+        order = np.random.default_rng(seed).permutation(len(X))
+        n_cal = max(1, round(fraction * len(X)))
+        return X[order[n_cal:]], X[order[:n_cal]]
+    calibration = as_activations(calibration)
+    if calibration.shape[1] != X.shape[1]:
+        raise ConfigError(
+            f"calibration activations have width {calibration.shape[1]}, but the "
+            f"training activations have width {X.shape[1]}"
+        )
+    return X, calibration
+
+
+def conformal_threshold(nonconformity: np.ndarray, delta: float) -> float:
+    """ε: the conformal (1 − δ) quantile of held-out nonconformity scores, so that a new valid
+    state lies within ε with probability at least 1 − δ."""
+    ordered = np.sort(nonconformity)
+    n = len(ordered)
+    rank = min(n, math.ceil((n + 1) * (1 - delta)))
+    return float(ordered[rank - 1])
 
 
 def as_activations(X) -> np.ndarray:

@@ -14,14 +14,12 @@ the same way (``within``, ``score``).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.neighbors import NearestNeighbors
 
 from workbench.errors import ConfigError
-from workbench.manifold.estimator import as_activations
+from workbench.manifold.estimator import as_activations, calibration_split, conformal_threshold
 
 
 class LocalManifold(BaseEstimator):
@@ -55,25 +53,15 @@ class LocalManifold(BaseEstimator):
             raise ConfigError(f"rank must be in [1, k); got rank={self.rank}, k={self.k}")
         if not 0.0 < self.delta < 1.0:
             raise ConfigError(f"delta must be in (0, 1), got {self.delta}")
-        if calibration is None:
-            order = np.random.default_rng(self.random_state).permutation(len(X))
-            n_cal = max(1, round(self.calibration_fraction * len(X)))
-            calibration, X = X[order[:n_cal]], X[order[n_cal:]]
-        calibration = as_activations(calibration)
+        X, calibration = calibration_split(
+            X, calibration, self.calibration_fraction, self.random_state
+        )
         if len(X) <= self.k:
             raise ConfigError(f"the local estimate needs more than k={self.k} states, got {len(X)}")
-        if calibration.shape[1] != X.shape[1]:
-            raise ConfigError(
-                f"calibration activations have width {calibration.shape[1]}, but the "
-                f"training activations have width {X.shape[1]}"
-            )
         self.points_ = X
         self.neighbours_ = NearestNeighbors(n_neighbors=self.k).fit(X)
-        nonconformity = np.sort(self.nonconformity(calibration))
-        n = len(nonconformity)
-        rank = min(n, math.ceil((n + 1) * (1 - self.delta)))  # conformal quantile
-        self.epsilon_ = float(nonconformity[rank - 1])
-        self.n_calibration_ = n
+        self.epsilon_ = conformal_threshold(self.nonconformity(calibration), self.delta)
+        self.n_calibration_ = len(calibration)
         return self
 
     def tangent_distance(self, X) -> np.ndarray:

@@ -155,6 +155,11 @@ class Intervention(nn.Module):
         device = model_device(model)
         return cls(layer, d_in, d_out, site=site, positions=positions, **kwargs).to(device)
 
+    def placement(self) -> dict[str, Any]:
+        """Where it acts and in which units: what a wrapper around it is constructed with."""
+        keys = ("layer", "d_in", "d_out", "site", "positions", "scale", "input_scale")
+        return {key: getattr(self, key) for key in keys}
+
     @property
     def label(self) -> str:
         """What to call it in messages and progress bars (``"lora"``, ``"projected lora"``)."""

@@ -93,15 +93,7 @@ class ProjectedIntervention(Intervention):
     def __init__(
         self, inner: Intervention, projection: ManifoldProjection, strength: float = 1.0
     ) -> None:
-        super().__init__(
-            inner.layer,
-            inner.d_in,
-            inner.d_out,
-            inner.site,
-            inner.positions,
-            inner.scale,
-            inner.input_scale,
-        )
+        super().__init__(**inner.placement())
         if isinstance(inner, ProjectedIntervention):
             raise ConfigError("the intervention is already projected")
         if not 0.0 <= strength <= 1.0:

@@ -215,15 +215,7 @@ class _Wrapper(Intervention):
     kind = ""
 
     def __init__(self, inner: Intervention) -> None:
-        super().__init__(
-            inner.layer,
-            inner.d_in,
-            inner.d_out,
-            inner.site,
-            inner.positions,
-            inner.scale,
-            inner.input_scale,
-        )
+        super().__init__(**inner.placement())
         if isinstance(inner, _Wrapper):
             raise ConfigError(f"{inner.label} is already wrapped")
         self.inner = inner
