@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     curves.add_argument("--concepts", nargs="+", default=["sentiment", "formality"])
     curves.add_argument("--model", default=DEFAULT_MODEL)
-    curves.add_argument("--site", choices=("mlp_out", "resid"), default="mlp_out")
+    curves.add_argument("--site", choices=("block", "mlp_out", "resid"), default="block")
     curves.add_argument("--layer", type=int, default=None, help="block (default: recommended)")
     curves.add_argument("--bootstrap", type=int, default=100)
     curves.add_argument("--seed", type=int, default=0)

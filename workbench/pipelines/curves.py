@@ -32,7 +32,7 @@ def concept_curves(
     model: TransformerBridge,
     concept: str,
     *,
-    site: Site = "mlp_out",
+    site: Site = "block",
     layer: int | None = None,
     multipliers: Sequence[float] = DEFAULT_CURVE_GRID,
     n_bootstrap: int = 100,
@@ -42,9 +42,10 @@ def concept_curves(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(sweep table, fit table) for the DiffMean vector of ``concept``.
 
-    The vector is the raw difference of means at the site's output hook (``mlp.out.hook_out``
-    for the down-projection, ``hook_resid_post`` for the residual stream) of the recommended
-    layer, so m = 1 adds the mean activation difference between the two answers.
+    The vector is the raw difference of means at the site's output hook (the block output
+    ``hook_resid_post`` for the paper's block site and the residual stream,
+    ``mlp.out.hook_out`` for ``mlp_out``) of the recommended layer, so m = 1 adds the mean
+    activation difference between the two answers.
     """
     pairs = load_concept(concept)
     if layer is None:

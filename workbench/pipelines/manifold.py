@@ -1,5 +1,7 @@
-"""The paper's manifold claim on a concept's DiffMean steer: does the off-manifold part of the
-push predict the utility drop, and does measured validity track the fitted utility decay?
+"""The paper's manifold claim on a concept's DiffMean steer at the block site: does the off-manifold
+part of the push predict the utility drop, and does measured validity track the fitted utility
+decay? (One vector per run confounds the two parts with |m|; :mod:`workbench.pipelines.claim`
+is the designed test.)
 
 For each concept: the DiffMean sweep and fits (:func:`~workbench.pipelines.curves.concept_curves`),
 a manifold fitted on valid activations at the intervention layer and every later one, the
@@ -120,7 +122,7 @@ def _concept_claim(
     model: TransformerBridge, concept, pairs, layer, split, components, density, seed, cache_dir
 ):
     sweep, fits = concept_curves(
-        model, concept, layer=layer, n_bootstrap=0, seed=seed, cache_dir=cache_dir
+        model, concept, site="block", layer=layer, n_bootstrap=0, seed=seed, cache_dir=cache_dir
     )
     layer = int(fits["layer"].iloc[0])
     hooks = downstream_hooks(model, layer)
@@ -132,7 +134,7 @@ def _concept_claim(
         )
         for h in hooks
     }
-    vector = concept_vector(model, pairs.train, layer, site="mlp_out", normalise=False, seed=seed)
+    vector = concept_vector(model, pairs.train, layer, site="block", normalise=False, seed=seed)
     analysed = pairs if split == "all" else pairs.filter(lambda p: p.split == split)
     resid = extract_direction(model, pairs.train, layer, seed=seed)
     table = displacement_table(
