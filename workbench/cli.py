@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     claim.add_argument("--concepts", nargs="+", default=["sentiment", "extraversion"])
     claim.add_argument("--model", default=DEFAULT_MODEL)
     claim.add_argument("--layer", type=int, default=None, help="block (default: recommended)")
-    claim.add_argument("--test-pairs", type=int, default=None, help="at most this many")
+    claim.add_argument("--test-pairs", type=int, default=16, help="at most this many")
     claim.add_argument(
         "--shares", nargs="+", type=float, default=None, help="off-manifold shares (0 to 1)"
     )

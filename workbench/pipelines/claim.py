@@ -37,7 +37,7 @@ from workbench.manifold.claim import designed_drop_table, joint_regression
 from workbench.manifold.displacement import displacement_table, downstream_hooks
 from workbench.manifold.estimator import ActivationManifold
 from workbench.manifold.local import LocalManifold
-from workbench.manifold.mixtures import DEFAULT_SHARES, matched_push_family
+from workbench.manifold.mixtures import matched_push_family
 from workbench.manifold.selection import best_estimates, estimate_comparison
 from workbench.manifold.valid import TokenActivations, collect_valid_activations
 from workbench.measure.sweeps import SweepLabels, run_sweep
@@ -48,7 +48,8 @@ from workbench.steering.projected import ManifoldProjection
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-CLAIM_GRID = (-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0)
+CLAIM_GRID = (0.0, 1.0, 2.0, 4.0, 8.0)  # |m| is what the regression reads; one sign suffices
+CLAIM_SHARES = (0.0, 0.5, 1.0)
 ESTIMATES = ("pca_gaussian", "pca_knn", "local", "continuations")
 FILES = ("claim.csv", "estimates.csv", "drops.parquet", "claim.html")
 
@@ -128,8 +129,8 @@ class ClaimSettings:
 
     layer: int | None = None
     multipliers: tuple[float, ...] = CLAIM_GRID
-    shares: tuple[float, ...] = DEFAULT_SHARES
-    max_test_pairs: int | None = None
+    shares: tuple[float, ...] = CLAIM_SHARES
+    max_test_pairs: int | None = 16
     components: float = 0.9
     n_bootstrap: int = 1000
     seed: int = 0
