@@ -48,7 +48,7 @@ from workbench.steering.projected import ManifoldProjection
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-CLAIM_GRID = (0.0, 1.0, 2.0, 4.0, 8.0)  # |m| is what the regression reads; one sign suffices
+CLAIM_GRID = (0.0, 0.125, 0.25, 0.5, 1.0)  # |m| is what the regression reads; one sign suffices
 CLAIM_SHARES = (0.0, 0.5, 1.0)
 ESTIMATES = ("pca_gaussian", "pca_knn", "local", "continuations")
 FILES = ("claim.csv", "estimates.csv", "drops.parquet", "claim.html")
