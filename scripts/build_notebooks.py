@@ -264,9 +264,9 @@ steers = {
     "clipped": ManifoldClip.fit(vector, estimates["pca_gaussian"][block_hook],
                                 valid.held_out(block_hook)),
     "angular": AngularSteer.plane(model, LAYER, vector.raw_vector, valid.fitting(block_hook),
-                                  unit=1 / 16),
+                                  unit=0.5),
 }
-GRID = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)
+GRID = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0)  # in typical norms of the block output
 print(f"{len(prompts)} prompts; {len(valid.source)} valid tokens; "
       f"{estimates['pca_gaussian'][block_hook].n_components_} components at {block_hook}")""",
     ),
@@ -276,7 +276,7 @@ print(f"{len(prompts)} prompts; {len(valid.source)} valid tokens; "
 
 Greedy continuations (24 tokens) at each m; the repetition rate is the share of repeated
 3-grams. The onset is the first m whose mean repetition reaches 0.5. For angular steering m is
-an angle (m/16 of the way to the concept direction), not a push norm: its column is read
+an angle (m/2 of the way to the concept direction), not a push norm: its column is read
 against its own grid.""",
     ),
     (
