@@ -422,7 +422,9 @@ check: the cells above print these.
 - **Every estimate marks the broken text, and so does |m|.** Scored on the steered
   continuations' own states, every estimate's nonconformity separates broken from fluent
   continuations with AUROC 0.97 at layer 11 and 0.93–0.94 at the last layer. But this is
-  across m, and the push alone orders the texts almost as well. The thresholds fire early:
+  across m, and both repetition and nonconformity rise with m for every steer, so it does not
+  show that an estimate adds to the push size (the claim test's `estimates.csv` asks that on
+  held-out pairs). The thresholds fire early:
   at m = 0.25, before the mean text breaks, 77–93% of last-layer answer tokens are already
   beyond ε of each estimate.
 - **No manifold-aware steer delays the break.** The clip leaves this push almost untouched:
