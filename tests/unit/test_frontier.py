@@ -39,6 +39,9 @@ def test_frontier_ranks_cheap_preference_first():
     assert table.loc["costly", "utility_at_match"] == pytest.approx(-1.0, abs=0.15)
     # inert never buys preference: the floor (the lowest change on the concept) everywhere > 0
     assert table.loc["inert", "utility_at_match"] == pytest.approx(table.loc["inert", "floor"])
+    assert (table["flag"] == "").all()  # a 2-nat target is not noise
+    tiny = _sweeps().assign(pref_odds=lambda t: t["pref_odds"] * 0.01)
+    assert frontier_table(tiny, n_bootstrap=0)["flag"].str.contains("noise").all()
     for method in table.index:
         assert (
             table.loc[method, "area_low"]

@@ -19,7 +19,8 @@ with the floor the lowest change any method reached on the concept. Intervals re
 (the same resample for every method of a concept, so differences between methods are paired):
 :func:`frontier_table` gives each method's values and intervals, :func:`frontier_differences`
 a method minus a reference method. A concept on which no method buys any preference has no
-frontier: its rows say so (``flag``) and carry no numbers.
+frontier: its rows say so (``flag``) and carry no numbers; one whose target gain is below
+:data:`MIN_TARGET` keeps its numbers and is flagged as read at noise level.
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ def _metrics(gains, changes, target: float, floor: float) -> np.ndarray:
 
 
 NO_FRONTIER = "no frontier: no method raises the mean PrefOdds above the unsteered one"
+MIN_TARGET = 0.1  # nats of mean PrefOdds: a smaller target gain is read at noise level
+SMALL_TARGET = f"target gain below {MIN_TARGET} nats: the frontier is read at noise level"
 
 
 def _axes(curves: _Curves) -> tuple[float, float] | None:
@@ -155,7 +158,7 @@ def frontier_table(sweeps: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0)
                     "utility_at_match_low": low[i, 1],
                     "utility_at_match_high": high[i, 1],
                     "n_pairs": curves.pref.shape[1],
-                    "flag": "",
+                    "flag": SMALL_TARGET if target < MIN_TARGET else "",
                 }
             )
     return pd.DataFrame(rows)

@@ -114,12 +114,13 @@ def format_frontier(frontier: pd.DataFrame, differences: pd.DataFrame) -> str:
     from the references whose intervals exclude zero."""
     lines = []
     for _, row in frontier.iterrows():
-        if row.get("flag"):
+        if row.get("flag") and pd.isna(row.get("area")):
             lines.append(f"  {row['concept']:<14}{row['form']:<14}{row['method']:<20}{row['flag']}")
             continue
         lines.append(
             f"  {row['concept']:<14}{row['form']:<14}{row['method']:<20}"
             f"area {_ci(row, 'area')}   utility at match {_ci(row, 'utility_at_match')}"
+            + (f"   ({row['flag']})" if row.get("flag") else "")
         )
     for _, row in differences.iterrows():
         both = [row[f"{k}_difference_low"] > 0 for k in ("area", "utility")]
