@@ -45,8 +45,9 @@ def load_concept(name_or_path: str | Path, **read_kwargs) -> PairDataset:
     path = Path(name_or_path)
     if path.suffix in (".jsonl", ".json") or path.exists():
         return read_pairs(path, **read_kwargs)
-    shipped = shipped_data() / str(name_or_path) / "pairs.jsonl"
-    if not shipped.is_file():
+    name = str(name_or_path)
+    shipped = shipped_data() / name / "pairs.jsonl"
+    if name not in shipped_concepts() or not shipped.is_file():  # names only: no "a/../b"
         raise ConfigError(
             f"unknown concept {str(name_or_path)!r}: not a file, and not one of the shipped "
             f"concepts {shipped_concepts()}"

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from workbench.artefacts import safe_stem
 from workbench.data.chat import PROMPT_STYLES, PromptStyle, format_prompts, resolve_prompt_style
 from workbench.data.pairs import PairDataset
 from workbench.directions.layer_sweep import layer_sweep
@@ -339,7 +340,7 @@ def _write(run: StudyRun, out: Path, report: Report, diffmean, seconds: float) -
         table.to_csv(out / "tables" / f"{name}.csv", index=False)
     model = model_provenance(run.model).to_dict()
     diffmean.save(
-        out / "artefacts" / f"{run.concept}-diff_of_means-vector-L{run.layer}",
+        out / "artefacts" / f"{safe_stem(run.concept)}-diff_of_means-vector-L{run.layer}",
         {
             "model": model,
             "method": "diff_of_means",

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
+from workbench.artefacts import safe_stem
 from workbench.data.chat import PROMPT_STYLES, PromptStyle, format_prompts, resolve_prompt_style
 from workbench.data.concepts import load_concept
 from workbench.data.pairs import PairDataset, validation_split
@@ -395,7 +396,7 @@ def _trained(
         decided["clip"] = True
     digest = stable_hash(decided)[:12]
     method = f"{training.method}-clip" if clip else training.method
-    name = f"{setting.concept}-{form}-{method}-seed{training.seed}-{digest}"
+    name = f"{safe_stem(setting.concept)}-{form}-{method}-seed{training.seed}-{digest}"
     path = out / "artefacts" / name if out is not None else None
     if path is not None and (path.parent / f"{name}.json").is_file():
         intervention, provenance = load_intervention(path)
