@@ -55,6 +55,8 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 FormT = TypeVar("FormT", bound="Intervention")
+# the constructor arguments every form shares (where it acts, in which units)
+PLACEMENT_KEYS = ("layer", "d_in", "d_out", "site", "positions", "scale", "input_scale")
 
 
 class Intervention(nn.Module):
@@ -157,8 +159,7 @@ class Intervention(nn.Module):
 
     def placement(self) -> dict[str, Any]:
         """Where it acts and in which units: what a wrapper around it is constructed with."""
-        keys = ("layer", "d_in", "d_out", "site", "positions", "scale", "input_scale")
-        return {key: getattr(self, key) for key in keys}
+        return {key: getattr(self, key) for key in PLACEMENT_KEYS}
 
     @property
     def label(self) -> str:

@@ -12,8 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from workbench.artefacts import load_artefact
 from workbench.errors import ConfigError
 from workbench.steering.forms import FORMS, Intervention
@@ -35,10 +33,8 @@ def load_intervention(path: str | Path) -> tuple[Intervention, dict[str, Any]]:
     config.pop("acts_on", None)  # said by the class; recorded so a reader of the file knows
     intervention = KNOWN_FORMS[form](**config)
     if projection is not None:  # a ProjectedIntervention: the buffers come from the file
-        subspace = ManifoldProjection(
-            torch.zeros(projection["n_components"], intervention.d_out),
-            torch.zeros(intervention.d_out),
-            projection["scale"],
+        subspace = ManifoldProjection.empty(
+            projection["n_components"], intervention.d_out, projection["scale"]
         )
         intervention = ProjectedIntervention(intervention, subspace, projection["strength"])
     if wrapper is not None:

@@ -29,7 +29,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from workbench.errors import ConfigError
-from workbench.steering.forms import Intervention
+from workbench.steering.forms import PLACEMENT_KEYS, Intervention
 
 
 class ManifoldProjection(nn.Module):
@@ -64,6 +64,11 @@ class ManifoldProjection(nn.Module):
         d, k = pca.n_features_in_, pca.n_components_
         scale = math.sqrt(max(float(pca.noise_variance_), 1e-12) * max(d - k, 1))
         return cls(torch.from_numpy(pca.components_), torch.from_numpy(pca.mean_), scale)
+
+    @classmethod
+    def empty(cls, n_components: int, width: int, scale: float) -> ManifoldProjection:
+        """Zero buffers of the right shapes, to be filled by ``load_state_dict``."""
+        return cls(torch.zeros(n_components, width), torch.zeros(width), scale)
 
     @property
     def width(self) -> int:
@@ -129,17 +134,13 @@ class ProjectedIntervention(Intervention):
 
     def _config(self) -> dict[str, Any]:
         return {
-            **{k: v for k, v in self.inner.config().items() if k not in self._base_keys()},
+            **{k: v for k, v in self.inner.config().items() if k not in ("form", *PLACEMENT_KEYS)},
             "projection": {
                 "strength": self.strength,
                 "n_components": self.projection.n_components,
                 "scale": self.projection.scale,
             },
         }
-
-    @staticmethod
-    def _base_keys() -> tuple[str, ...]:
-        return ("form", "layer", "d_in", "d_out", "site", "positions", "scale", "input_scale")
 
 
 def off_manifold_excess(

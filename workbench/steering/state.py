@@ -41,27 +41,31 @@ from torch import Tensor
 
 from workbench.errors import ConfigError
 from workbench.hooks.sites import DEFAULT_SITE, Site, SiteScales
-from workbench.steering.forms import Intervention
+from workbench.steering.forms import PLACEMENT_KEYS, Intervention
 from workbench.steering.projected import ManifoldProjection
 from workbench.steering.roles import Positions
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-_BASE_KEYS = ("form", "layer", "d_in", "d_out", "site", "positions", "scale", "input_scale")
 
-
-class StateSteer(Intervention):
-    """Base class of steers that map the state; they have no Δh(h_in) and no dense update."""
+class _ActsOnState(Intervention):
+    """What every steer here shares: it maps the state, so it has no Δh(h_in) and no dense
+    update (both refuse, naming the steer)."""
 
     acts_on = "state"
-    reads_input = False
 
     def delta(self, h_in: Tensor) -> Tensor:
         raise ConfigError(f"{self.label} acts on the state: it has no Δh(h_in); use steer()")
 
     def dense_update(self):
         raise ConfigError(f"{self.label} acts on the state and is not a weight update")
+
+
+class StateSteer(_ActsOnState):
+    """Base class of the steers that map the state from their own buffers."""
+
+    reads_input = False
 
     def normalised_update(self):
         return self.dense_update()
@@ -208,10 +212,9 @@ class AffineConceptEdit(StateSteer):
         return state + (target - along)[..., None] * d_hat
 
 
-class _Wrapper(Intervention):
+class _Wrapper(_ActsOnState):
     """An intervention around another one (its ``inner``): same site, positions and form."""
 
-    acts_on = "state"
     kind = ""
 
     def __init__(self, inner: Intervention) -> None:
@@ -222,14 +225,9 @@ class _Wrapper(Intervention):
         self.form = inner.form  # tables key method × form; label and config say it is wrapped
         self.reads_input = inner.reads_input
 
-    def delta(self, h_in: Tensor) -> Tensor:
-        raise ConfigError(f"{self.label} acts on the state: it has no Δh(h_in); use steer()")
-
-    def dense_update(self):
-        raise ConfigError(f"{self.label} acts on the state and is not a weight update")
-
     def _config(self) -> dict[str, Any]:
-        inner = {k: v for k, v in self.inner.config().items() if k not in _BASE_KEYS}
+        placed = ("form", *PLACEMENT_KEYS)
+        inner = {k: v for k, v in self.inner.config().items() if k not in placed}
         return {**inner, "acts_on": "state", "wrapper": {"kind": self.kind, **self._settings()}}
 
     def _settings(self) -> dict[str, Any]:
@@ -392,10 +390,8 @@ class ManifoldClip(_Wrapper):
     @classmethod
     def empty(cls, inner: Intervention, settings: dict[str, Any]) -> ManifoldClip:
         """A clip with zero subspace buffers, to be filled by ``load_state_dict``."""
-        projection = ManifoldProjection(
-            torch.zeros(settings["n_components"], inner.d_out),
-            torch.zeros(inner.d_out),
-            settings["scale"],
+        projection = ManifoldProjection.empty(
+            settings["n_components"], inner.d_out, settings["scale"]
         )
         return cls(inner, projection, settings["tau"], settings["strength"])
 
