@@ -9,8 +9,8 @@ from workbench.errors import ConfigError
 
 
 def test_dotted_names_do_not_collide(tmp_path):
-    first = save_artefact(tmp_path / "sentiment.v2-vector", {"x": torch.ones(2)}, {"n": 1})
-    second = save_artefact(tmp_path / "sentiment.v2-lora", {"x": torch.zeros(2)}, {"n": 2})
+    first = save_artefact(tmp_path / "sentiment.v2-vector", {"x": torch.ones(2)}, {"n": 1}, "t")
+    second = save_artefact(tmp_path / "sentiment.v2-lora", {"x": torch.zeros(2)}, {"n": 2}, "t")
     assert first != second
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "sentiment.v2-lora.json",
@@ -18,7 +18,7 @@ def test_dotted_names_do_not_collide(tmp_path):
         "sentiment.v2-vector.json",
         "sentiment.v2-vector.safetensors",
     ]
-    assert load_artefact(first)[1] == {"n": 1} and load_artefact(second)[1] == {"n": 2}
+    assert load_artefact(first, "t")[1]["n"] == 1 and load_artefact(second, "t")[1]["n"] == 2
     # the artefact's own suffixes are the only ones cut
     assert artefact_base(tmp_path / "a.b.json") == tmp_path / "a.b"
     assert artefact_base(tmp_path / "a.b") == tmp_path / "a.b"

@@ -101,11 +101,11 @@ class ActivationSet:
             "answer_groups": self.answer_groups,
             "provenance": self.provenance.to_dict(),
         }
-        return save_artefact(path, tensors, meta)
+        return save_artefact(path, tensors, meta, kind="activations")
 
     @classmethod
     def load(cls, path: str | Path) -> ActivationSet:
-        tensors, meta = load_artefact(path)
+        tensors, meta = load_artefact(path, kind="activations")
         return cls(
             activations={name: tensors[f"act/{name}"] for name in meta["hook_names"]},
             pair_ids=meta["pair_ids"],

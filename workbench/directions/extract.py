@@ -39,7 +39,7 @@ from workbench.data.pairs import ContrastPair, PairDataset
 from workbench.directions.capture import ActivationSet, capture_activations
 from workbench.errors import ConfigError, HookNameError
 from workbench.hooks.names import hook_layer, resid_post
-from workbench.models.loading import model_provenance
+from workbench.models.loading import check_made_for, model_provenance
 from workbench.provenance import Provenance
 
 if TYPE_CHECKING:
@@ -209,12 +209,15 @@ class ConceptDirection:
             "mean_resid_norm": self.mean_resid_norm,
             "provenance": self.provenance.to_dict(),
         }
-        return save_artefact(path, {"vector": self.vector}, meta)
+        return save_artefact(path, {"vector": self.vector}, meta, kind="direction")
 
     @classmethod
-    def load(cls, path: str | Path, model: TransformerBridge | None = None) -> ConceptDirection:
-        """Load a saved direction; with ``model``, also check that it fits that model."""
-        tensors, meta = load_artefact(path)
+    def load(
+        cls, path: str | Path, model: TransformerBridge | None = None, other_model: bool = False
+    ) -> ConceptDirection:
+        """Load a saved direction; with ``model``, also check that it was made with that model
+        (unless ``other_model``) and fits it."""
+        tensors, meta = load_artefact(path, kind="direction")
         direction = cls(
             vector=tensors["vector"],
             layer=meta["layer"],
@@ -224,6 +227,7 @@ class ConceptDirection:
             provenance=Provenance.from_dict(meta["provenance"]),
         )
         if model is not None:
+            check_made_for(direction.provenance.model, model, path, allow=other_model)
             direction.check_model(model)
         return direction
 

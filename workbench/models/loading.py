@@ -23,7 +23,7 @@ import torch
 from torch.utils.hooks import RemovableHandle
 from transformer_lens.model_bridge import TransformerBridge
 
-from workbench.errors import ConfigError, ModelNotAvailableError
+from workbench.errors import ArtefactError, ConfigError, ModelNotAvailableError
 from workbench.models.packaged import DEFAULT_MODEL, PACKAGED_MODELS, ensure_converted, read_marker
 from workbench.models.tiny import TINY_ARCHITECTURES, build_tiny_hf_model
 from workbench.provenance import ModelProvenance
@@ -142,6 +142,26 @@ def _cache_as_past_key_values(module, args, kwargs):
         kwargs["past_key_values"] = kwargs.pop("cache")
         return args, kwargs
     return None
+
+
+IDENTITY_FIELDS = ("name", "source", "revision", "numerics")
+
+
+def check_made_for(
+    made_with: ModelProvenance | dict, model: TransformerBridge, where: object, allow: bool = False
+) -> None:
+    """Refuse to apply an artefact made with another model (name, source, revision or numerics
+    differ; dtype may): raises :class:`ArtefactError` naming ``where`` and the fields, unless
+    ``allow`` (a deliberate transfer between models)."""
+    recorded = made_with.to_dict() if isinstance(made_with, ModelProvenance) else dict(made_with)
+    current = model_provenance(model).to_dict()
+    differ = [f for f in IDENTITY_FIELDS if recorded.get(f) != current[f]]
+    if differ and not allow:
+        said = ", ".join(f"{f} {recorded.get(f)!r} vs {current[f]!r}" for f in differ)
+        raise ArtefactError(
+            f"{where}: made with another model than the one given ({said}); pass "
+            "other_model=True to apply it anyway"
+        )
 
 
 def model_provenance(model: TransformerBridge) -> ModelProvenance:

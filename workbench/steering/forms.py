@@ -213,7 +213,7 @@ class Intervention(nn.Module):
     def save(self, path: str | Path, provenance: dict[str, Any] | None = None) -> Path:
         """Save as ``<path>.safetensors`` (parameters) + ``<path>.json`` (config, provenance)."""
         meta = {"config": self.config(), "provenance": provenance or {}}
-        return save_artefact(path, dict(self.state_dict()), meta)
+        return save_artefact(path, dict(self.state_dict()), meta, kind="intervention")
 
 
 class SteeringVector(Intervention):

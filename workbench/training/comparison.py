@@ -399,7 +399,7 @@ def _trained(
     name = f"{safe_stem(setting.concept)}-{form}-{method}-seed{training.seed}-{digest}"
     path = out / "artefacts" / name if out is not None else None
     if path is not None and (path.parent / f"{name}.json").is_file():
-        intervention, provenance = load_intervention(path)
+        intervention, provenance = load_intervention(path, model)
         intervention.to(model_device(model))
         details = provenance["details"]
         return intervention, (pd.DataFrame(details["epochs"]), pd.DataFrame(details["steps"]))
