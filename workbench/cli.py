@@ -180,6 +180,7 @@ def _baseline(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
+    from workbench.artefacts import safe_stem
     from workbench.data.concepts import load_concept
     from workbench.models.loading import load_model
     from workbench.pipelines.study import StudySettings, run_study
@@ -202,7 +203,8 @@ def _study(args: argparse.Namespace) -> int:
     model = load_model(args.model, numerics=args.numerics)
     _check_layer(args, model)
     name = dataset.name or Path(args.concept).stem
-    out = args.out / f"study-{name}-{args.model.replace('/', '_')}"
+    model_name = safe_stem(args.model.replace("/", "_"))
+    out = args.out / f"study-{safe_stem(name)}-{model_name}"
     print(f"[workbench] study of {dataset!r} on {args.model} -> {out}/", file=sys.stderr)
     result = run_study(model, dataset, settings, out)
     print(

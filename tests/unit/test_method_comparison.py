@@ -1,9 +1,13 @@
 """The comparison: the summary statistics against hand computation, and a small real run."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+from workbench.data.concepts import load_concept
 from workbench.training.comparison import ComparisonConfig, run_comparison
 from workbench.training.summary import format_comparison, split_vs_sft, summarise
 from workbench.training.trainer import TrainingConfig
@@ -115,3 +119,38 @@ def test_small_real_run_covers_every_method_and_resumes(tiny_llama, tmp_path):
     again = run_comparison(tiny_llama, config, out_dir=tmp_path, progress=False)
     pd.testing.assert_frame_equal(sweeps, again.sweeps)
     pd.testing.assert_frame_equal(comparison.steps, again.steps, check_dtype=False)
+
+
+def test_pair_files_with_dots_anywhere_write_distinct_artefacts_inside_out(tiny_llama, tmp_path):
+    source = tmp_path / "input"
+    source.mkdir()
+    pairs = [p.to_dict() for p in load_concept("sentiment")][:40]
+    concept = source / "mine.v2.json"  # a JSON array: the input must not pass for an artefact
+    concept.write_text(json.dumps(pairs), encoding="utf-8")
+    before = sorted(source.iterdir())
+    config = ComparisonConfig(
+        concepts=(str(concept),),
+        forms=("vector", "lora"),
+        methods=("sft", "split"),
+        seeds=(0,),
+        layer=1,
+        multipliers=(0.0, 1.0),
+        training=TrainingConfig(epochs=1, batch_size=16),
+        n_bootstrap=10,
+        batch_size=16,
+        select_m=False,
+        max_train_pairs=16,
+        max_test_pairs=4,
+    )
+    out = tmp_path / "out"
+    comparison = run_comparison(tiny_llama, config, out_dir=out, progress=False)
+    assert sorted(source.iterdir()) == before  # nothing written next to the input
+    names = sorted(p.name for p in (out / "artefacts").glob("*.safetensors"))
+    assert len(names) == 4 and all(n.startswith("mine.v2.json-") for n in names)
+    trained = [
+        comparison.interventions[(str(concept), f, m, 0)]
+        for f in ("vector", "lora")
+        for m in ("sft", "split")
+    ]
+    flat = [torch.cat([p.detach().flatten() for p in iv.parameters()]) for iv in trained]
+    assert not torch.equal(flat[0], flat[1]) and not torch.equal(flat[2], flat[3])

@@ -3,24 +3,37 @@ report as a person sees it in headless Chromium (figures drawn, no network reque
 
 import json
 import os
+from html.parser import HTMLParser
 
 import pandas as pd
 import pytest
 
 from tests.browser import chromium_binary, visit
 from workbench import cli
+from workbench.data.concepts import load_concept
 from workbench.report.html import Report
+
+HOSTILE = '<img src=x onerror=alert(0)>"wed</script>'
 
 
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory):
+    """The study of the weddings pairs under a hostile file name and concept, with hostile
+    text in prompts and answers: every test of the report also proves the names stay text."""
     out = tmp_path_factory.mktemp("study")
+    pairs = tmp_path_factory.mktemp("input") / f"{HOSTILE.replace('/', '_')}.jsonl"
+    hostile = [
+        p.to_dict() | {"concept": HOSTILE, "prompt": f"{p.prompt} <script>alert(1)</script>"}
+        for p in load_concept("weddings")
+    ]
+    hostile[0]["positive"] += "</script><img src=x onerror=alert(2)>"
+    pairs.write_text("".join(json.dumps(p) + "\n" for p in hostile), encoding="utf-8")
     arguments = [
         "study",
         "--model",
         "tiny-llama",
         "--concept",
-        "weddings",
+        str(pairs),
         "--layer",
         "1",
         "--train-pairs",
@@ -33,7 +46,8 @@ def study_dir(tmp_path_factory):
         str(out),
     ]
     assert cli.main(arguments) == 0
-    return next(out.glob("study-weddings-tiny-llama"))
+    (folder,) = out.iterdir()
+    return folder
 
 
 def test_study_writes_every_table_and_how_it_was_made(study_dir):
@@ -70,6 +84,29 @@ def test_study_writes_every_table_and_how_it_was_made(study_dir):
     sweeps = pd.read_csv(study_dir / "tables" / "sweeps.csv")
     assert set(sweeps["split"]) == {"test"} and sweeps["pair_id"].nunique() == 6
     assert any((study_dir / "cache" / "artefacts").glob("*split*.safetensors"))
+
+
+def test_hostile_names_and_texts_reach_the_page_as_text(study_dir):
+    page = (study_dir / "report.html").read_text()
+    tags = _Tags()
+    tags.feed(page)
+    assert tags.handlers == [] and "img" not in tags.names
+    # one script for plotly.js and one per figure: no text broke out of a script block
+    assert tags.names.count("script") == 1 + page.count('class="plotly-graph-div')
+    assert "&lt;img src=x onerror=alert(0)&gt;" in page  # shown, escaped
+
+
+class _Tags(HTMLParser):
+    """Every start tag of a page and every event-handler attribute on one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+        self.handlers: list[tuple[str, str]] = []
+
+    def handle_starttag(self, tag, attrs) -> None:
+        self.names.append(tag)
+        self.handlers += [(tag, name) for name, _ in attrs if name.startswith("on")]
 
 
 def test_report_is_self_contained(study_dir):
