@@ -245,10 +245,11 @@ def _curves(args: argparse.Namespace) -> int:
         fits.append(fit)
     fit_table = pd.concat(fits, ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
-    pd.concat(sweeps, ignore_index=True).to_parquet(out / "sweep.parquet")
-    fit_table.assign(model=json.dumps(model_provenance(model).to_dict())).to_csv(
-        out / "fits.csv", index=False
-    )
+    from workbench.atomic import write_table
+
+    write_table(pd.concat(sweeps, ignore_index=True), out / "sweep.parquet")
+    fits = fit_table.assign(model=json.dumps(model_provenance(model).to_dict()))
+    write_table(fits, out / "fits.csv")
     print(
         f"DiffMean steering vector at the {args.site} site, model {args.model}; fitted on "
         f"per-m means of the train split, R² on train (bootstrap 95% CI) and held-out pairs\n"

@@ -107,7 +107,9 @@ def test_cache_returns_saved_table_and_resumes(tiny_llama, small_pairs, tmp_path
     assert calls == []
 
     (folder / "table.parquet").unlink()  # as if interrupted after the first two batches
-    (folder / "part-00002.parquet").unlink()
+    record = sorted(folder.glob("part-*.json"))[-1]
+    record.unlink()
+    record.with_suffix(".parquet").unlink()
     resumed = sweep()
     assert len(calls) == 1
     pd.testing.assert_frame_equal(first, resumed)

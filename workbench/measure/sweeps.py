@@ -19,14 +19,14 @@ per side) in the tests:
 3. the unembedding is applied at the answer positions only.
 
 Results are cached on disk under a hash of everything that decides them (model, pairs,
-intervention parameters, grid), one part file per batch, so a rerun returns the saved table and
-an interrupted run resumes where it stopped.
+intervention parameters, grid), in parts keyed by the pairs they hold and checked when read
+(:mod:`workbench.measure.sweep_cache`), so a rerun returns the saved table and an interrupted
+run resumes where it stopped, with any batch size.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +41,7 @@ from workbench.data.pairs import ContrastPair, PairDataset
 from workbench.errors import ConfigError
 from workbench.measure.log_odds import preference_utility
 from workbench.measure.scoring import answer_logprobs
+from workbench.measure.sweep_cache import SweepCache, merge
 from workbench.models.loading import model_provenance
 from workbench.provenance import stable_hash
 from workbench.steering.forms import Intervention
@@ -91,36 +92,32 @@ def run_sweep(
         intervention.check_model(model)
     if batch_size < 1 or max_rows < 2:
         raise ConfigError("batch_size must be >= 1 and max_rows >= 2")
-    key = sweep_key(model, pairs, intervention, grid, labels)
-    folder = Path(cache_dir) / f"sweep-{key[:20]}" if cache_dir is not None else None
-    if folder is not None and (folder / "table.parquet").is_file():
-        return pd.read_parquet(folder / "table.parquet")
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.json").write_text(
-            json.dumps(_describe(model, pairs, intervention, grid, labels), indent=2)
-        )
-
-    parts = []
-    starts = list(range(0, len(pairs), batch_size))
+    ids = [p.id for p in pairs]
+    if len(set(ids)) != len(ids):
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        raise ConfigError(f"pair ids repeat in the sweep: {repeated[:5]}")
+    cache = None
+    if cache_dir is not None:
+        description = _describe(model, pairs, intervention, grid, labels)
+        folder = Path(cache_dir) / f"sweep-{stable_hash(description)[:20]}"
+        cache = SweepCache(folder, description, ids)
+        if (table := cache.table()) is not None:
+            return table
+    rows = cache.done(len(grid)) if cache is not None else {}
+    todo = [p for p in pairs if p.id not in rows]
+    starts = range(0, len(todo), batch_size)
     for index, start in enumerate(tqdm(starts, desc="sweep", disable=not progress, leave=False)):
-        part_file = folder / f"part-{index:05d}.parquet" if folder is not None else None
-        if part_file is not None and part_file.is_file():
-            parts.append(pd.read_parquet(part_file))
-            continue
-        batch_pairs = pairs[start : start + batch_size]
+        batch_pairs = todo[start : start + batch_size]
         losses = _batch_losses(
             model, batch_pairs, intervention, grid, max_rows, verify=verify and index == 0
         )
         part = _rows(batch_pairs, intervention, grid, labels, *losses)
-        if part_file is not None:
-            part.to_parquet(part_file.with_suffix(".tmp"))
-            part_file.with_suffix(".tmp").rename(part_file)
-        parts.append(part)
-    # Parts are per batch of pairs; order the rows m-major, pairs in input order within each m.
-    table = pd.concat(parts, ignore_index=True).sort_values("m", kind="stable", ignore_index=True)
-    if folder is not None:
-        table.to_parquet(folder / "table.parquet")
+        if cache is not None:
+            cache.add(part, [p.id for p in batch_pairs])
+        rows.update({str(i): group for i, group in part.groupby("pair_id", sort=False)})
+    table = merge(rows, ids)
+    if cache is not None:
+        cache.write_table(table)
     return table
 
 

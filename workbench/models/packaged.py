@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench.atomic import write_text
 from workbench.errors import MissingFileError
 from workbench.provenance import package_version, software_versions
 
@@ -168,4 +169,4 @@ def _convert(spec: PackagedModel, out: Path) -> None:
         "licence": spec.licence,
         "software": software_versions(),
     }
-    (out / MARKER_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
+    write_text(out / MARKER_FILE, json.dumps(record, indent=2))

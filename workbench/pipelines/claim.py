@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from workbench.atomic import write_table
 from workbench.data.chat import format_prompts
 from workbench.data.pairs import PairDataset
 from workbench.directions.layer_sweep import layer_sweep
@@ -65,9 +66,9 @@ class ClaimTest:
 
     def write(self, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
-        self.regression.to_csv(out / "claim.csv", index=False)
-        self.estimates.to_csv(out / "estimates.csv", index=False)
-        self.drops.to_parquet(out / "drops.parquet")
+        write_table(self.regression, out / "claim.csv")
+        write_table(self.estimates, out / "estimates.csv")
+        write_table(self.drops, out / "drops.parquet")
         claim_figure(self.regression).write_html(out / "claim.html", include_plotlyjs=True)
 
     def describe(self) -> str:

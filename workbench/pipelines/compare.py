@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from workbench.atomic import write_table, write_text
 from workbench.measure.frontier import frontier_differences, frontier_table
 from workbench.models.loading import model_provenance
 from workbench.report.figures import frontier_comparison_figure
@@ -63,28 +64,28 @@ class ComparisonReport:
 
     def write(self, out: Path, model: TransformerBridge) -> None:
         out.mkdir(parents=True, exist_ok=True)
-        self.comparison.sweeps.to_parquet(out / "sweeps.parquet")
-        self.comparison.validation_sweeps.to_parquet(out / "validation_sweeps.parquet")
-        self.summary.to_csv(out / "summary.csv", index=False)
-        self.validated.to_csv(out / "summary_validated_m.csv", index=False)
-        self.split_vs_sft.to_csv(out / "split_vs_sft.csv", index=False)
-        self.frontier.to_csv(out / "frontier.csv", index=False)
-        self.frontier_differences.to_csv(out / "frontier_differences.csv", index=False)
+        write_table(self.comparison.sweeps, out / "sweeps.parquet")
+        write_table(self.comparison.validation_sweeps, out / "validation_sweeps.parquet")
+        write_table(self.summary, out / "summary.csv")
+        write_table(self.validated, out / "summary_validated_m.csv")
+        write_table(self.split_vs_sft, out / "split_vs_sft.csv")
+        write_table(self.frontier, out / "frontier.csv")
+        write_table(self.frontier_differences, out / "frontier_differences.csv")
         figure = frontier_comparison_figure(self.comparison.sweeps, self.validated)
         figure.write_html(out / "frontier.html", include_plotlyjs=True)
-        self.comparison.epochs.to_csv(out / "training_epochs.csv", index=False)
-        self.comparison.steps.to_csv(out / "training_steps.csv", index=False)
+        write_table(self.comparison.epochs, out / "training_epochs.csv")
+        write_table(self.comparison.steps, out / "training_steps.csv")
         made = {
             "model": model_provenance(model).to_dict(),
             "config": self.config.to_dict(),
             "seconds": round(self.seconds, 1),
         }
-        (out / "comparison.json").write_text(json.dumps(made, indent=2), encoding="utf-8")
-        (out / "summary.md").write_text(
+        write_text(out / "comparison.json", json.dumps(made, indent=2))
+        write_text(
+            out / "summary.md",
             f"At the trained m = {self.config.trained_m}:\n\n{format_comparison(self.summary)}"
             f"\n\nAt each method's m chosen on validation pairs:\n\n"
             f"{format_comparison(self.validated)}\n",
-            encoding="utf-8",
         )
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from workbench.atomic import write_table
 from workbench.data.pairs import PairDataset
 from workbench.directions.extract import extract_direction
 from workbench.errors import ConfigError
@@ -87,8 +88,8 @@ class ManifoldAnalysis:
 
     def write(self, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
-        self.displacement.to_parquet(out / "displacement.parquet")
-        measured_validity(self.displacement).to_csv(out / "validity.csv", index=False)
+        write_table(self.displacement, out / "displacement.parquet")
+        write_table(measured_validity(self.displacement), out / "validity.csv")
 
     def describe(self) -> str:
         return "\n".join(claim.describe(self.split, self.density) for claim in self.claims)

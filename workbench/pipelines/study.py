@@ -29,6 +29,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from workbench.artefacts import safe_stem
+from workbench.atomic import write_table, write_text
 from workbench.data.chat import PROMPT_STYLES, PromptStyle, format_prompts, resolve_prompt_style
 from workbench.data.pairs import PairDataset
 from workbench.directions.layer_sweep import layer_sweep
@@ -337,7 +338,7 @@ def _write(run: StudyRun, out: Path, report: Report, diffmean, seconds: float) -
     path = report.write(out / "report.html")
     (out / "tables").mkdir(parents=True, exist_ok=True)
     for name, table in run.tables.items():
-        table.to_csv(out / "tables" / f"{name}.csv", index=False)
+        write_table(table, out / "tables" / f"{name}.csv")
     model = model_provenance(run.model).to_dict()
     diffmean.save(
         out / "artefacts" / f"{safe_stem(run.concept)}-diff_of_means-vector-L{run.layer}",
@@ -359,7 +360,7 @@ def _write(run: StudyRun, out: Path, report: Report, diffmean, seconds: float) -
         "seconds": round(seconds, 1),
         "figures": report.n_figures,
     }
-    (out / "study.json").write_text(json.dumps(made, indent=2, default=str), encoding="utf-8")
+    write_text(out / "study.json", json.dumps(made, indent=2, default=str))
     return path
 
 
