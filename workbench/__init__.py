@@ -63,6 +63,7 @@ _EXPORTS: dict[str, str] = {
     "LocalWeightUpdate": "workbench.steering.forms",
     "TokenRoles": "workbench.steering.roles",
     "steering": "workbench.steering.apply",
+    "reset_model_state": "workbench.hooks.scoped",
     "load_intervention": "workbench.steering.io",
     "ProjectedIntervention": "workbench.steering.projected",
     "AngularSteer": "workbench.steering.state",
@@ -153,6 +154,7 @@ if TYPE_CHECKING:  # what a type checker and an editor see
         ModelNotAvailableError,
         WorkbenchError,
     )
+    from workbench.hooks.scoped import reset_model_state
     from workbench.hooks.sites import SITES, site_hooks, site_scales
     from workbench.manifold.claim import joint_regression
     from workbench.manifold.displacement import displacement_table

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from workbench.data.encoding import EncodedBatch
 from workbench.errors import ConfigError
-from workbench.hooks.scoped import scoped_hooks
+from workbench.hooks.scoped import bridge_state_cleared, scoped_hooks
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -60,9 +60,10 @@ def residual_before(
     """The residual stream entering block ``layer`` ([batch, seq, d_model])."""
     if layer == 0:
         raise ConfigError("there is no residual before block 0 to reuse; start from tokens")
-    return model(
-        input_ids, attention_mask=attention_mask, position_ids=position_ids, stop_at_layer=layer
-    )
+    with bridge_state_cleared(model):
+        return model(
+            input_ids, attention_mask=attention_mask, position_ids=position_ids, stop_at_layer=layer
+        )
 
 
 def final_normed_residual(model: TransformerBridge, inputs, **forward_kwargs) -> Tensor:
@@ -73,7 +74,11 @@ def final_normed_residual(model: TransformerBridge, inputs, **forward_kwargs) ->
         captured["normed"] = tensor
         raise _StopForward
 
-    with scoped_hooks(model, [(FINAL_NORM_HOOK, stop)]), suppress(_StopForward):
+    with (
+        bridge_state_cleared(model),
+        scoped_hooks(model, [(FINAL_NORM_HOOK, stop)]),
+        suppress(_StopForward),
+    ):
         model(inputs, **forward_kwargs)
     if "normed" not in captured:
         raise RuntimeError(f"{FINAL_NORM_HOOK} did not fire")
@@ -165,14 +170,15 @@ def run_batch_with_cache(
     model: TransformerBridge, encoded: EncodedBatch, hook_names: list[str], stop_at: int | None
 ):
     """Activations at ``hook_names`` for one encoded batch (masks and positions honoured)."""
-    _, cache = model.run_with_cache(
-        encoded.input_ids,
-        attention_mask=encoded.attention_mask,
-        position_ids=encoded.position_ids,
-        names_filter=hook_names,
-        stop_at_layer=stop_at,
-        return_cache_object=False,
-    )
+    with bridge_state_cleared(model):
+        _, cache = model.run_with_cache(
+            encoded.input_ids,
+            attention_mask=encoded.attention_mask,
+            position_ids=encoded.position_ids,
+            names_filter=hook_names,
+            stop_at_layer=stop_at,
+            return_cache_object=False,
+        )
     missing = [n for n in hook_names if n not in cache]
     if missing:
         raise RuntimeError(f"hooks {missing} did not fire during the forward pass")

@@ -13,26 +13,76 @@ from typing import TYPE_CHECKING
 from workbench.hooks.names import check_hook_names
 
 if TYPE_CHECKING:
+    from transformer_lens.hook_points import HookPoint
     from transformer_lens.model_bridge import TransformerBridge
 
 HookFn = Callable[..., object]
+# set on every block by TransformerBridge.forward for start_at_layer / stop_at_layer
+BRIDGE_BLOCK_STATE = ("_stop_at_layer_idx", "_start_at_layer_idx", "_start_residual")
 
 
 @contextmanager
 def scoped_hooks(model: TransformerBridge, hooks: Sequence[tuple[str, HookFn]]) -> Iterator[None]:
-    """Add ``(hook name, fn)`` forward hooks; ``fn(tensor, hook=...)`` may return a new tensor."""
+    """Add ``(hook name, fn)`` forward hooks; ``fn(tensor, hook=...)`` may return a new tensor.
+
+    Each point's hook keys are recorded before a hook is added there, so an interrupt at any
+    moment of adding (even inside ``add_hook``, before it returns a handle) leaves no hook of
+    this scope behind.
+    """
     if hooks:
         check_hook_names(model, [name for name, _ in hooks])
-    added = []
+    added: list[tuple[HookPoint, set[int]]] = []
+    pending: tuple[HookPoint, set[int]] | None = None
     try:
         for name, fn in hooks:
             point = model.hook_dict[name]
-            added.append((point, point.add_hook(fn, dir="fwd")))
+            pending = (point, set(point._forward_hooks))
+            point.add_hook(fn, dir="fwd")
+            added.append((point, set(point._forward_hooks) - pending[1]))
+            pending = None
         yield
     finally:
-        for point, handle in reversed(added):
-            handle.hook.remove()
-            point.fwd_hooks = [h for h in point.fwd_hooks if h is not handle]
+        if pending is not None:  # interrupted while adding: whatever is new there is ours
+            added.append((pending[0], set(pending[0]._forward_hooks) - pending[1]))
+        for point, keys in reversed(added):
+            _remove_forward_hooks(point, keys)
+
+
+def _remove_forward_hooks(point: HookPoint, keys: set[int]) -> None:
+    """Remove the forward hooks registered under ``keys`` (torch's handle ids) from ``point``,
+    with TransformerLens's record of them, whether or not a handle was ever returned."""
+    for key in keys:
+        for registry in (
+            point._forward_hooks,
+            point._forward_hooks_with_kwargs,
+            point._forward_hooks_always_called,
+        ):
+            registry.pop(key, None)
+    point.fwd_hooks = [h for h in point.fwd_hooks if h.hook.id not in keys]
+
+
+def reset_model_state(model: TransformerBridge) -> None:
+    """Make ``model`` usable again after an interrupted forward or hook scope: remove every
+    non-permanent hook and clear the bridge's per-block start/stop state (left set when a
+    ``start_at_layer`` / ``stop_at_layer`` forward is interrupted before its own cleanup)."""
+    model.reset_hooks(including_permanent=False)
+    for block in getattr(model, "blocks", []):
+        for name in BRIDGE_BLOCK_STATE:
+            if getattr(block, name, None) is not None:
+                setattr(block, name, None)
+
+
+@contextmanager
+def bridge_state_cleared(model: TransformerBridge) -> Iterator[None]:
+    """Clear the bridge's per-block start/stop state on exit, also on an interrupt, so a
+    ``start_at_layer`` or ``stop_at_layer`` forward never leaves later forwards changed."""
+    try:
+        yield
+    finally:
+        for block in getattr(model, "blocks", []):
+            for name in BRIDGE_BLOCK_STATE:
+                if getattr(block, name, None) is not None:
+                    setattr(block, name, None)
 
 
 def count_forward_hooks(model: TransformerBridge) -> int:
