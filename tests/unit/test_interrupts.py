@@ -112,4 +112,3 @@ def test_reset_model_state_repairs_a_model_left_mid_forward(tiny_llama):
     assert not torch.allclose(_plain(tiny_llama), before)  # the state really changes forwards
     reset_model_state(tiny_llama)
     assert torch.equal(_plain(tiny_llama), before) and _hooks_left(tiny_llama) == 0
-

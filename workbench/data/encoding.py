@@ -45,6 +45,9 @@ class EncodedBatch:
         )
 
 
+LONGEST_TOKEN_ATTRIBUTE = "workbench_longest_token"
+
+
 def encode_pairs(
     tokenizer,
     pairs: Sequence[ContrastPair],
@@ -94,6 +97,8 @@ def encode_texts(
     if len(answers) != len(prompts):
         raise ConfigError(f"{len(prompts)} prompts but {len(answers)} answers")
     labels = labels or [(f"row {i}", None, "answer") for i in range(len(prompts))]
+    if max_length is not None:
+        _check_characters(tokenizer, prompts, answers, labels, max_length)
     prompt_ids = _tokenize(tokenizer, list(prompts))
     answer_ids = _tokenize(tokenizer, answers)
     bos = [tokenizer.bos_token_id] if prepend_bos else []
@@ -139,6 +144,34 @@ def encode_texts(
     return EncodedBatch(
         input_ids, attention_mask, position_ids, prompt_mask, answer_mask, last_prompt
     )
+
+
+def longest_token(tokenizer) -> int:
+    """The most characters one token of ``tokenizer`` stands for (computed once, kept on it)."""
+    known = getattr(tokenizer, LONGEST_TOKEN_ATTRIBUTE, None)
+    if known is None:
+        known = max((len(t) for t in tokenizer.get_vocab()), default=1)
+        setattr(tokenizer, LONGEST_TOKEN_ATTRIBUTE, known)
+    return known
+
+
+def _check_characters(tokenizer, prompts, answers, labels, max_length: int) -> None:
+    """Refuse, before tokenising, a text with more characters than ``max_length`` tokens can
+    hold: tokenising a multi-megabyte line only to find it too long takes seconds and GBs."""
+    limit = max_length * longest_token(tokenizer)
+    for (row_id, source, field), prompt, answer in zip(labels, prompts, answers):
+        if len(prompt) + len(answer) > limit:
+            path, line = _split_source(source)
+            # the prompt alone is cheap to tokenise once it is known to be short enough
+            short = len(prompt) <= limit and len(_tokenize(tokenizer, [prompt])[0]) < max_length
+            culprit = field if short else "prompt"
+            raise DataFormatError(
+                f"{row_id!r} is {len(prompt) + len(answer):,} characters, more than the model's "
+                f"context of {max_length} tokens can hold",
+                path=path,
+                line=line,
+                field=culprit,
+            )
 
 
 def _tokenize(tokenizer, texts: list[str]) -> list[list[int]]:

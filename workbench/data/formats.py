@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ from typing import Any
 
 from workbench.data.pairs import ContrastPair, PairDataset
 from workbench.errors import ConfigError, DataFormatError, MissingFileError
+
+JSON_SPACE = re.compile(r"[ \t\n\r]*")
 
 
 @dataclass(frozen=True)
@@ -115,30 +118,93 @@ def write_pairs_jsonl(pairs: Iterable[ContrastPair], path: str | Path) -> Path:
 
 
 def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, record) for each record; a JSON array's records all report line 1+index."""
+    """(line number, record) for each record, also in a JSON array (the line it starts on)."""
     raw = path.read_bytes()
     if raw.lstrip()[:1] == b"[":
-        text = _decode(raw, path, 1)
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise DataFormatError(
-                f"invalid JSON: {error.msg}", path=str(path), line=error.lineno
-            ) from None
-        for index, item in enumerate(items):
-            yield index + 1, _as_record(item, path, index + 1)
+        yield from _array_records(_decode(raw, path, 1), path)
         return
     for number, line in enumerate(raw.split(b"\n"), start=1):
         text = _decode(line, path, number).strip()
-        if not text:
-            continue
-        try:
-            item = json.loads(text)
-        except json.JSONDecodeError as error:
+        if text:
+            item, end = _decode_value(text, 0, path, number)
+            if text[end:].strip():
+                raise DataFormatError(
+                    f"invalid JSON at column {end + 1}: extra data after the record",
+                    path=str(path),
+                    line=number,
+                )
+            yield number, _as_record(item, path, number)
+
+
+def _array_records(text: str, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The records of a JSON array, each with the line its ``{`` is on."""
+    position, line = _skip_space(text, text.index("[") + 1), 1
+    counted = 0
+    closed = text.startswith("]", position)
+    while not closed:
+        line += text.count("\n", counted, position)
+        counted = position
+        item, position = _decode_value(text, position, path, line)
+        yield line, _as_record(item, path, line)
+        position = _skip_space(text, position)
+        if text.startswith(",", position):
+            position = _skip_space(text, position + 1)
+        elif text.startswith("]", position):
+            closed = True
+        else:
+            at = text.count("\n", 0, position) + 1
             raise DataFormatError(
-                f"invalid JSON at column {error.colno}: {error.msg}", path=str(path), line=number
-            ) from None
-        yield number, _as_record(item, path, number)
+                "invalid JSON: expected ',' or ']' after a record", path=str(path), line=at
+            )
+    rest = _skip_space(text, text.index("]", position) + 1)
+    if rest < len(text):
+        at = text.count("\n", 0, rest) + 1
+        raise DataFormatError("invalid JSON: extra data after the array", path=str(path), line=at)
+
+
+def _skip_space(text: str, position: int) -> int:
+    match = JSON_SPACE.match(text, position)
+    return match.end() if match else position
+
+
+class _RepeatedKey(Exception):
+    pass
+
+
+def _unique_keys(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    for key, value in items:
+        if key in record:
+            raise _RepeatedKey(key)
+        record[key] = value
+    return record
+
+
+DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+
+
+def _decode_value(text: str, position: int, path: Path, line: int) -> tuple[Any, int]:
+    """One JSON value from ``text`` at ``position``; a repeated key, nesting too deep for the
+    parser, or bad syntax raises :class:`DataFormatError` at its true line."""
+    try:
+        return DECODER.raw_decode(text, position)
+    except json.JSONDecodeError as error:
+        at = line + text.count("\n", position, error.pos)
+        column = f" at column {error.colno}" if at == line else ""
+        raise DataFormatError(
+            f"invalid JSON{column}: {error.msg}", path=str(path), line=at
+        ) from None
+    except _RepeatedKey as error:
+        raise DataFormatError(
+            "appears twice in one record (JSON keeps only the last)",
+            path=str(path),
+            line=line,
+            field=str(error),
+        ) from None
+    except RecursionError:
+        raise DataFormatError(
+            "invalid JSON: nested too deeply to be a contrast pair", path=str(path), line=line
+        ) from None
 
 
 def _decode(raw: bytes, path: Path, line: int) -> str:
@@ -207,10 +273,10 @@ def _to_pair(
     if spec.name != "native":
         positive, negative = _join_space(prompt, positive), _join_space(prompt, negative)
     concept = record.get(spec.concept) if spec.concept else None
-    pair_id = record.get("id", f"{path.stem}-{line:04d}")
+    pair_id = _pair_id(record, path, line, where)
     try:
         return ContrastPair(
-            id=str(pair_id),
+            id=pair_id,
             prompt=prompt,
             positive=positive,
             negative=negative,
@@ -218,10 +284,23 @@ def _to_pair(
             split=record.get("split"),
             source=f"{path}:{line}",
         )
-    except DataFormatError:
-        raise
+    except DataFormatError as error:  # named by the file's own field, not the internal one
+        own = {"prompt": spec.prompt, "positive": spec.positive, "negative": spec.negative}
+        field = own.get(error.field or "", error.field)
+        raise DataFormatError(error.reason, field=field, **where) from None
     except (TypeError, ValueError) as error:
         raise DataFormatError(str(error), **where) from None
+
+
+def _pair_id(record: dict[str, Any], path: Path, line: int, where: dict[str, Any]) -> str:
+    """The record's id (a string, or an integer written as one), or ``<stem>-<line>``."""
+    if "id" not in record:
+        return f"{path.stem}-{line:04d}"
+    value = record["id"]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        kind = "null" if value is None else type(value).__name__
+        raise DataFormatError(f"must be a string or an integer, got {kind}", field="id", **where)
+    return str(value)
 
 
 def _single_text(value: Any, name: str, where: dict[str, Any]) -> str:

@@ -9,6 +9,8 @@ The text scored is ``prompt + answer`` concatenated as is, so answers usually be
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, overload
@@ -29,6 +31,20 @@ def answers_repeat(positive: Strings, negative: Strings) -> bool:
 
 
 SPLITS = ("train", "test")
+INVISIBLE = ("Zs", "Zl", "Zp", "Cc", "Cf")  # separators, controls, format (zero-width) marks
+
+
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def visible(text: str) -> bool:
+    """Whether ``text`` has a character that shows (not only spaces or zero-width marks)."""
+    return any(unicodedata.category(c) not in INVISIBLE for c in text)
+
+
+def content_key(pair: ContrastPair) -> tuple[str, str, str]:
+    """What makes two pairs the same example, whatever their ids."""
+    return (pair.prompt, pair.positive, pair.negative)
 
 
 @dataclass(frozen=True)
@@ -65,9 +81,24 @@ def validate_pair(pair: ContrastPair) -> None:
             raise DataFormatError(
                 f"expected a string, got {type(value).__name__}", path=path, line=line, field=name
             )
+    for name in ("id", "prompt", "positive", "negative", "concept"):
+        surrogate = SURROGATE.search(getattr(pair, name))
+        if surrogate is not None:
+            raise DataFormatError(
+                f"holds a lone surrogate ({surrogate.group()!r} at character "
+                f"{surrogate.start() + 1}), which is not text a tokenizer can encode",
+                path=path,
+                line=line,
+                field=name,
+            )
     for name in ("id", "positive", "negative"):
-        if not getattr(pair, name).strip():
-            raise DataFormatError("is empty", path=path, line=line, field=name)
+        if not visible(getattr(pair, name)):
+            raise DataFormatError(
+                "is empty (nothing but whitespace or invisible characters)",
+                path=path,
+                line=line,
+                field=name,
+            )
     if pair.positive == pair.negative:
         raise DataFormatError(
             f"positive and negative answers are identical ({pair.positive!r})",
@@ -179,15 +210,38 @@ class PairDataset(Sequence[ContrastPair]):
 
         Pairs are ordered by id, shuffled with ``seed`` and the first ``round(test_fraction*n)``
         become ``test``: the same ids and seed always give the same split, whatever the order
-        of the file.
+        of the file. Copies of one pair (same prompt and answers, any ids) are split as one, so
+        no example is in both splits.
         """
         if not 0.0 < test_fraction < 1.0:
             raise ConfigError(f"test_fraction must be in (0, 1), got {test_fraction}")
-        todo = sorted(p.id for p in self if overwrite or p.split is None)
+        groups: dict[tuple[str, str, str], list[ContrastPair]] = {}
+        for pair in self:
+            groups.setdefault(content_key(pair), []).append(pair)
+        given = {key: _given_split(members) for key, members in groups.items()}
+        todo = sorted(
+            (min(p.id for p in members), key)
+            for key, members in groups.items()
+            if overwrite or given[key] is None
+        )
         order = np.random.default_rng(seed).permutation(len(todo))
         n_test = round(test_fraction * len(todo))
-        split_of = {todo[i]: ("test" if rank < n_test else "train") for rank, i in enumerate(order)}
-        return self.map(lambda p: replace(p, split=split_of[p.id]) if p.id in split_of else p)
+        split_of = {
+            todo[i][1]: ("test" if rank < n_test else "train") for rank, i in enumerate(order)
+        }
+        if not overwrite:
+            split_of.update({k: v for k, v in given.items() if v is not None})
+        return self.map(lambda p: replace(p, split=split_of[content_key(p)]))
+
+
+def _given_split(copies: list[ContrastPair]) -> str | None:
+    """The split given to copies of one pair (they follow it); copies given different splits
+    are an error, since the same example would be trained on and tested."""
+    splits = {p.split for p in copies if p.split is not None}
+    if len(splits) > 1:
+        where = ", ".join(f"{p.id!r} ({p.source or 'no source'}): {p.split}" for p in copies)
+        raise DataFormatError(f"one pair (same prompt and answers) is in both splits: {where}")
+    return splits.pop() if splits else None
 
 
 def validation_split(

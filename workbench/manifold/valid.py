@@ -60,10 +60,13 @@ def token_activations(
     hooks: Sequence[str],
     batch_size: int = 16,
     progress: bool = False,
+    labels: Sequence[tuple[str, str | None, str]] | None = None,
 ) -> tuple[dict[str, Tensor], np.ndarray]:
     """Activations at every answer token (or, with no answers, every prompt token but BOS).
 
-    Returns per hook a [tokens, d] tensor and, per row, the index of its text.
+    Returns per hook a [tokens, d] tensor and, per row, the index of its text. ``labels``
+    (id, ``file:line``, field) per text name the culprit of an error, such as a text longer
+    than the model's context.
     """
     hooks = check_hook_names(model, hooks)
     stop = stop_layer_for(hooks, model.cfg.n_layers)
@@ -78,6 +81,7 @@ def token_activations(
             None if answers is None else list(answers[start : start + batch_size]),
             prepend_bos=prepend_bos,
             max_length=getattr(model.cfg, "n_ctx", None),
+            labels=None if labels is None else list(labels[start : start + batch_size]),
         ).to(device)
         mask = batch.answer_mask if answers is not None else batch.prompt_mask
         cache = run_batch_with_cache(model, batch, hooks, stop)
@@ -119,16 +123,23 @@ def collect_valid_activations(
     for source in sources:
         if source == "neutral":
             texts = neutral_sentences()
-            acts, owner = token_activations(model, texts, None, hooks, batch_size)
+            named = [(f"neutral sentence {i + 1}", None, "text") for i in range(len(texts))]
+            acts, owner = token_activations(model, texts, None, hooks, batch_size, labels=named)
         elif source == "answers":
             prompts = [p.prompt for p in pairs] * 2
             answers = [p.positive for p in pairs] + [p.negative for p in pairs]
-            acts, owner = token_activations(model, prompts, answers, hooks, batch_size)
+            named = [(p.id, p.source, side) for side in ("positive", "negative") for p in pairs]
+            acts, owner = token_activations(
+                model, prompts, answers, hooks, batch_size, labels=named
+            )
         else:
-            prompts = sorted({p.prompt for p in pairs})
+            first = {p.prompt: p for p in reversed(pairs)}  # each prompt's first pair
+            prompts = sorted(first)
+            named = [(first[q].id, first[q].source, "prompt") for q in prompts]
             continuations = generate(
                 model,
                 prompts,
+                labels=named,
                 max_new_tokens=max_new_tokens,
                 do_sample=source == "sampled",
                 seed=seed,
@@ -141,6 +152,7 @@ def collect_valid_activations(
                 [continuations[i] for i in keep],
                 hooks,
                 batch_size,
+                labels=[named[i] for i in keep],
             )
         chunks.append((source, acts, owner))
     rng = np.random.default_rng(seed)

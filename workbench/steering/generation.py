@@ -47,7 +47,7 @@ def generate(
     """Continue each prompt; returns the generated text only (up to EOS).
 
     ``options`` are those of :func:`generate_tokens` (``max_new_tokens``, ``do_sample``,
-    ``temperature``, ``top_k``, ``seed``, ``use_cache``, ``stop_at_eos``).
+    ``temperature``, ``top_k``, ``seed``, ``use_cache``, ``stop_at_eos``, ``labels``).
     """
     tokens = generate_tokens(model, prompts, interventions, **options)
     return [model.tokenizer.decode(row, skip_special_tokens=True) for row in tokens]
@@ -66,8 +66,11 @@ def generate_tokens(
     seed: int = 0,
     use_cache: bool = True,
     stop_at_eos: bool = True,
+    labels: Sequence[tuple[str, str | None, str]] | None = None,
 ) -> list[list[int]]:
-    """As :func:`generate`, but the generated token ids of each row (EOS excluded)."""
+    """As :func:`generate`, but the generated token ids of each row (EOS excluded).
+
+    ``labels`` (id, ``file:line``, field) per prompt name the culprit of an encoding error."""
     if max_new_tokens < 1:
         raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if do_sample and temperature <= 0:
@@ -81,6 +84,7 @@ def generate_tokens(
         prepend_bos=model_provenance(model).prepend_bos,
         padding_side="left",
         max_length=getattr(model.cfg, "n_ctx", None),
+        labels=labels,
     ).to(model_device(model))
     generator = torch.Generator(device=batch.input_ids.device).manual_seed(seed)
     eos = tokenizer.eos_token_id
