@@ -123,7 +123,9 @@ def collect_valid_activations(
     for source in sources:
         if source == "neutral":
             texts = neutral_sentences()
-            named = [(f"neutral sentence {i + 1}", None, "text") for i in range(len(texts))]
+            named: list[tuple[str, str | None, str]] = [
+                (f"neutral sentence {i + 1}", None, "text") for i in range(len(texts))
+            ]
             acts, owner = token_activations(model, texts, None, hooks, batch_size, labels=named)
         elif source == "answers":
             prompts = [p.prompt for p in pairs] * 2
