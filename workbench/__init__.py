@@ -102,6 +102,7 @@ _EXPORTS: dict[str, str] = {
     "claim_test": "workbench.pipelines.claim",
     # errors
     "WorkbenchError": "workbench.errors",
+    "TrainingError": "workbench.errors",
     "ConfigError": "workbench.errors",
     "DataFormatError": "workbench.errors",
     "HookNameError": "workbench.errors",
@@ -152,6 +153,7 @@ if TYPE_CHECKING:  # what a type checker and an editor see
         HookNameError,
         MissingFileError,
         ModelNotAvailableError,
+        TrainingError,
         WorkbenchError,
     )
     from workbench.hooks.scoped import reset_model_state

@@ -24,6 +24,10 @@ class MissingFileError(WorkbenchError, FileNotFoundError):
     """A file the workbench was pointed at (pairs, artefact, weights package) does not exist."""
 
 
+class TrainingError(WorkbenchError, RuntimeError):
+    """Training that cannot give a result (it diverged: no epoch scored a finite value)."""
+
+
 class DataFormatError(WorkbenchError, ValueError):
     """A contrast-pair file (or pair) is malformed: names the file, line and field.
 

@@ -14,6 +14,9 @@ strings:
 - ``top_answer_share``: the share of items on which the model gives its most frequent answer.
 
 :func:`bias_warning` says when a method's accuracy gain is explained by answer bias.
+
+An item whose PrefOdds is NaN (undefined) gave no answer: it is left out of every share here,
+never counted as a wrong answer; the summaries count such rows and report the count.
 """
 
 from __future__ import annotations
@@ -27,19 +30,26 @@ def chosen_answers(pref: np.ndarray, positive: Strings, negative: Strings):
     """The answer string each item gets (A_p where PrefOdds > 0, else A_n), stripped."""
     pos = np.array([a.strip() for a in positive], dtype=object)
     neg = np.array([a.strip() for a in negative], dtype=object)
-    return np.where(np.asarray(pref) > 0, pos, neg)
+    return np.where(np.asarray(pref) > 0, pos, neg)[~np.isnan(np.asarray(pref, dtype=float))]
 
 
 def per_answer_accuracy(pref: np.ndarray, positive: Strings) -> dict[str, float]:
-    """Accuracy on the items of each concept-answer string."""
+    """Accuracy on the items of each concept-answer string (items with NaN PrefOdds left out;
+    NaN for a string none of whose items has a defined PrefOdds)."""
     labels = np.array([a.strip() for a in positive], dtype=object)
-    correct = np.asarray(pref) > 0
-    return {str(a): float(correct[labels == a].mean()) for a in sorted(set(labels))}
+    pref = np.asarray(pref, dtype=float)
+    defined = ~np.isnan(pref)
+    return {str(a): _share(pref[(labels == a) & defined] > 0) for a in sorted(set(labels))}
+
+
+def _share(flags: np.ndarray) -> float:
+    return float(flags.mean()) if len(flags) else float("nan")
 
 
 def balanced_accuracy(pref: np.ndarray, positive: Strings) -> float:
     """Mean of :func:`per_answer_accuracy` over the concept-answer strings."""
-    return float(np.mean(list(per_answer_accuracy(pref, positive).values())))
+    values = list(per_answer_accuracy(pref, positive).values())
+    return float(np.mean(values)) if values else float("nan")
 
 
 def preference_scores(pref: np.ndarray, positive: Strings, repeat: bool) -> dict[str, float]:
@@ -47,10 +57,11 @@ def preference_scores(pref: np.ndarray, positive: Strings, repeat: bool) -> dict
     False: no answer string recurs, so there is no label set to balance over) and
     ``mean_pref_odds`` of per-pair PrefOdds."""
     pref = np.asarray(pref, dtype=float)
+    defined = pref[~np.isnan(pref)]
     return {
-        "accuracy": float((pref > 0).mean()),
+        "accuracy": _share(defined > 0),
         "balanced_accuracy": balanced_accuracy(pref, positive) if repeat else float("nan"),
-        "mean_pref_odds": float(pref.mean()),
+        "mean_pref_odds": float(defined.mean()) if len(defined) else float("nan"),
     }
 
 
@@ -64,6 +75,8 @@ def constant_baselines(positive: Strings, negative: Strings) -> dict[str, float]
 def top_answer_share(pref: np.ndarray, positive: Strings, negative: Strings):
     """(the most frequent answer given, the share of items that get it)."""
     chosen = chosen_answers(pref, positive, negative)
+    if not len(chosen):
+        return "", float("nan")
     values, counts = np.unique(chosen.astype(str), return_counts=True)
     top = int(np.argmax(counts))
     return str(values[top]), float(counts[top] / len(chosen))

@@ -9,7 +9,8 @@ For a query q with answers A_p (the concept) and A_n (its opposite), with teache
 UtilOdds is computed in log space (``logaddexp`` and ``log(-expm1)``). When
 ``e^-L_p + e^-L_n >= 1`` (possible with length-normalised losses, or when one answer is a prefix
 of the other) it is undefined: the value is NaN and ``util_defined`` is False. It is never
-clipped.
+clipped. A row whose PrefOdds is undefined (a loss is NaN, or both answers are impossible:
+``inf - inf``) has NaN UtilOdds and ``util_defined`` False too: nothing about it is scored.
 
 >>> pref, util, defined = preference_utility(np.array([2.0]), np.array([3.0]))
 """
@@ -32,7 +33,7 @@ def preference_utility(
         raise ConfigError(f"loss shapes differ: {l_p.shape} vs {l_n.shape}")
     pref = l_n - l_p
     log_mass = np.logaddexp(-l_p, -l_n)  # log(e^-L_p + e^-L_n)
-    defined = log_mass < 0
+    defined = (log_mass < 0) & ~np.isnan(pref)
     with np.errstate(divide="ignore", invalid="ignore"):
         util = np.where(defined, log_mass - np.log(-np.expm1(np.minimum(log_mass, 0.0))), np.nan)
     return pref, util, defined

@@ -93,8 +93,8 @@ def _hooks_for(intervention: Intervention, m: Multiplier, state: SteeringState, 
             update = intervention.delta(h_in) * scaled
         else:  # a steer that maps the state itself (rotation, clip, ...): Δh is what it moved
             update = intervention.steer(tensor, h_in, scaled) - tensor
-            if isinstance(scaled, Tensor):  # rows at m = 0 stay exactly unsteered
-                update = update * (scaled != 0).to(update.dtype)
+        if isinstance(scaled, Tensor):  # rows at m = 0 stay exactly unsteered, even when the
+            update = torch.where(scaled != 0, update, 0.0)  # update is not finite (NaN · 0)
         mask = None
         if state.roles is not None:
             mask = state.roles.mask(intervention.positions)
@@ -103,7 +103,7 @@ def _hooks_for(intervention: Intervention, m: Multiplier, state: SteeringState, 
                     f"token roles have shape {tuple(mask.shape)} but {out_name} has "
                     f"{tuple(tensor.shape[:2])} (batch, seq)"
                 )
-            update = update * mask.unsqueeze(-1).to(update.dtype)
+            update = torch.where(mask.unsqueeze(-1), update, 0.0)
         if state.record_push:
             state.push[index] = _push(update, tensor, mask)
         return tensor + update

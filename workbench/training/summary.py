@@ -95,7 +95,7 @@ def _statistics(data: dict[str, np.ndarray], columns: _Columns) -> dict[str, flo
         "util_odds": _nanmean(util[:, at]),
         "answer_mass": float(np.mean(data["mass"][:, at])),
         "push": float(np.mean(data["push"][:, at])),
-        "pref_odds_sweep": float(pref[:, positive].mean()),
+        "pref_odds_sweep": _nanmean(pref[:, positive]),
         "util_odds_sweep": _nanmean(util[:, positive]),
         "best_pref_within_margin": _best_within(pref, util, positive, columns.floor)[0],
     }
@@ -176,6 +176,7 @@ def _summary_row(concept, form, method, group, data, columns, n_bootstrap, seed)
         group[group["m"] == at].groupby("seed")["pref_odds"].mean().std(ddof=0)
     )
     row["util_undefined_rows"] = int((~group["util_defined"]).sum())
+    row["pref_undefined_rows"] = int(group["pref_odds"].isna().sum())
     row.update(per_answer="", top_answer="", top_answer_share=np.nan, warning="")
     if answers.repeat:
         per_answer = answer_bias.per_answer_accuracy(pref[:, columns.at], answers.positive)
@@ -191,9 +192,15 @@ def _summary_row(concept, form, method, group, data, columns, n_bootstrap, seed)
             row["balanced_accuracy_low"],
             top,
             share,
-            float((zero > 0).mean()),
+            answer_bias.preference_scores(zero, answers.positive, True)["accuracy"],
             answer_bias.balanced_accuracy(zero, answers.positive),
         )
+    if row["pref_undefined_rows"]:
+        undefined = (
+            f"{row['pref_undefined_rows']} of {len(group)} rows have undefined PrefOdds (NaN): "
+            "left out of every score"
+        )
+        row["warning"] = "; ".join(w for w in (row["warning"], undefined) if w)
     return row
 
 
@@ -332,8 +339,9 @@ def format_comparison(summary: pd.DataFrame) -> str:
 
 
 def _nanmean(values: np.ndarray) -> float:
-    """Mean over defined values (undefined utility is NaN and counted separately)."""
-    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    """Mean over defined values (undefined values are NaN and counted separately)."""
+    defined = values[~np.isnan(values)]
+    return float(defined.mean()) if defined.size else float("nan")
 
 
 def _unsteered_utility(sweeps: pd.DataFrame) -> dict[str, float]:
@@ -374,7 +382,8 @@ def _best_within(pref, util, columns: Sequence[int], floor: float) -> tuple[floa
     """(best mean PrefOdds among ``columns`` whose mean UtilOdds >= floor, that column)."""
     best, where = -np.inf, None
     for column in columns:
-        util_mean = np.nanmean(util[:, column]) if np.isfinite(util[:, column]).any() else np.nan
-        if util_mean >= floor and pref[:, column].mean() > best:
-            best, where = float(pref[:, column].mean()), column
+        util_mean = _nanmean(util[:, column])
+        pref_mean = _nanmean(pref[:, column])
+        if util_mean >= floor and pref_mean > best:
+            best, where = pref_mean, column
     return (best if np.isfinite(best) else np.nan), where

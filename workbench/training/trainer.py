@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from workbench.data.pairs import ContrastPair, PairDataset, answers_repeat
 from workbench.data.pairs import validation_split as validation_split  # re-exported
-from workbench.errors import ConfigError
+from workbench.errors import ConfigError, TrainingError
 from workbench.measure.answer_bias import preference_scores
 from workbench.measure.log_odds import preference_utility
 from workbench.models.loading import model_provenance
@@ -308,6 +308,12 @@ def train_intervention(
     parameters = [p for p in intervention.parameters() if p.requires_grad]
     if not parameters:
         raise ConfigError(f"{intervention.label} has no trainable parameters")
+    bad = [n for n, v in intervention.state_dict().items() if not torch.isfinite(v).all()]
+    if bad:
+        raise ConfigError(
+            f"{intervention.label} starts with NaN or infinite values in {bad}: training would "
+            "return them unchanged; initialise it again"
+        )
 
     opt = _optimisation(intervention, parameters, len(train_pairs), config)
     penalty_projection = projection if config.off_manifold_penalty > 0 else None
@@ -349,6 +355,13 @@ def train_intervention(
                     stopped_early = True
                     break
     bar.close()
+    if best_epoch == 0:
+        raise TrainingError(
+            f"training {intervention.label} ({config.method}) gave no epoch with a finite "
+            f"{selection} on the held-out pairs (held-out losses "
+            f"{[r.get('eval_loss') for r in epoch_rows[1:]]}): it diverged; lower the learning "
+            "rate or the multipliers"
+        )
     intervention.load_state_dict(best_state)
     epochs_table = pd.DataFrame(epoch_rows).assign(selection=selection)
     return TrainingResult(
@@ -499,9 +512,10 @@ def _selection(selection: str, pairs: Sequence[ContrastPair]) -> str:
 
 
 def _score(evaluation: dict[str, Any], selection: str) -> tuple[float, float]:
-    """(primary, tie-break): both larger is better."""
+    """(primary, tie-break): both larger is better. An epoch whose held-out loss is not
+    finite (a NaN on some pair) scores NaN, so it is never chosen."""
     objective = -float(evaluation["eval_loss"])
-    if selection == "objective":
+    if selection == "objective" or math.isnan(objective):
         return objective, 0.0
     return float(evaluation[selection]), objective
 
