@@ -50,6 +50,11 @@ class SweepCache:
         path = self.folder / TABLE_FILE
         if not path.is_file():
             return None
+        if not (self.folder / TABLE_RECORD).is_file():
+            raise ArtefactError(
+                f"{path}: has no record {TABLE_RECORD} beside it (damaged, or not written by "
+                "this sweep); delete it, or call rebuild_table() to merge it from the parts"
+            )
         record = _read_json(self.folder / TABLE_RECORD)
         if record.get("key") != self.key or record.get("sha256") != file_sha256(path):
             raise ArtefactError(

@@ -50,7 +50,7 @@ from workbench.steering.paired import encode_paired, paired_logprobs, start_inpu
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-ENGINE_VERSION = 2
+ENGINE_VERSION = 3  # 3: parts keyed by pair ids, with records (older caches are not read)
 DEFAULT_GRID = (-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0)
 
 
