@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--concept", default=DEFAULT_CONCEPT, help=f"one of {shipped_concepts()} or a pair file"
     )
     study.add_argument("--model", default=DEFAULT_MODEL, help="model name (see `workbench models`)")
+    _add_numerics_options(study)
     study.add_argument("--layer", type=int, default=None, help="block (default: recommended)")
     study.add_argument("--site", default="block", help="block (the paper's), mlp_out or resid")
     study.add_argument(
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     curves.add_argument("--concepts", nargs="+", default=["sentiment", "formality"])
     curves.add_argument("--model", default=DEFAULT_MODEL)
+    _add_numerics_options(curves)
     curves.add_argument("--site", choices=("block", "mlp_out", "resid"), default="block")
     curves.add_argument("--layer", type=int, default=None, help="block (default: recommended)")
     curves.add_argument("--bootstrap", type=int, default=100)
@@ -74,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     manifold.add_argument("--concepts", nargs="+", default=["sentiment", "formality"])
     manifold.add_argument("--model", default=DEFAULT_MODEL)
+    _add_numerics_options(manifold)
     manifold.add_argument("--layer", type=int, default=None, help="block (default: recommended)")
     manifold.add_argument("--density", choices=("gaussian", "knn", "mixture"), default="gaussian")
     manifold.add_argument("--components", type=float, default=0.9, help="variance share or count")
@@ -86,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     claim.add_argument("--concepts", nargs="+", default=["sentiment", "extraversion"])
     claim.add_argument("--model", default=DEFAULT_MODEL)
+    _add_numerics_options(claim)
     claim.add_argument("--layer", type=int, default=None, help="block (default: recommended)")
     claim.add_argument("--test-pairs", type=int, default=16, help="at most this many")
     claim.add_argument(
@@ -100,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--concepts", nargs="+", default=list(ComparisonDefaults.concepts))
     compare.add_argument("--model", default=DEFAULT_MODEL)
+    _add_numerics_options(compare)
     compare.add_argument("--forms", nargs="+", default=["vector", "lora", "local_weight"])
     compare.add_argument("--site", default="block", help="block (the paper's), mlp_out or resid")
     compare.add_argument("--prompt-style", default="auto", help="auto, plain, cue or chat")
@@ -117,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     baseline.add_argument("--concepts", nargs="+", default=shipped_concepts())
     baseline.add_argument("--model", default=DEFAULT_MODEL)
+    _add_numerics_options(baseline)
     baseline.add_argument("--prompt-style", default="auto", help="auto, plain, cue or chat")
     baseline.add_argument("--split", default="all", help="train, test or all")
     commands.add_parser("models", help="list the models that load without network")
@@ -173,10 +179,29 @@ def _baseline(args: argparse.Namespace) -> int:
     if args.split not in ("train", "test", "all"):
         raise ConfigError(f"--split must be train, test or all, got {args.split!r}")
     datasets = {c: load_concept(c) for c in args.concepts}  # fail before the model loads
-    model = load_model(args.model)
+    model = load_model(args.model, **_model_options(args))
     table = unsteered_baselines(model, datasets, args.prompt_style, args.split)
     print(f"unsteered {args.model}, {args.split} pairs\n" + format_baselines(table))
     return 0
+
+
+def _add_numerics_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default=None,
+        help="model dtype (default: bfloat16 on a GPU, float32 on CPU); log-odds stay fp32",
+    )
+    parser.add_argument(
+        "--attn-implementation",
+        choices=("eager", "sdpa"),
+        default=None,
+        help="attention kernel (default: sdpa on a GPU, eager on CPU)",
+    )
+
+
+def _model_options(args: argparse.Namespace) -> dict:
+    return {"dtype": args.dtype, "attn_implementation": args.attn_implementation}
 
 
 def _study(args: argparse.Namespace) -> int:
@@ -200,7 +225,7 @@ def _study(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     dataset = load_concept(args.concept)  # cheap, and fails before the model loads
-    model = load_model(args.model, numerics=args.numerics)
+    model = load_model(args.model, numerics=args.numerics, **_model_options(args))
     _check_layer(args, model)
     name = dataset.name or Path(args.concept).stem
     model_name = safe_stem(args.model.replace("/", "_"))
@@ -227,7 +252,7 @@ def _curves(args: argparse.Namespace) -> int:
 
     for concept in args.concepts:
         load_concept(concept)  # fail on a bad name before the model loads
-    model = load_model(args.model)
+    model = load_model(args.model, **_model_options(args))
     _check_layer(args, model)
     out = args.out / f"curves-{args.model.replace('/', '_')}-{args.site}"
     sweeps, fits = [], []
@@ -267,7 +292,7 @@ def _manifold(args: argparse.Namespace) -> int:
     if args.split not in SPLITS:
         raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {args.split!r}")
     datasets = {c: load_concept(c) for c in args.concepts}  # fail before the model loads
-    model = load_model(args.model)
+    model = load_model(args.model, **_model_options(args))
     _check_layer(args, model)
     out = args.out / f"manifold-{args.model.replace('/', '_')}"
     analysis = manifold_analysis(
@@ -303,7 +328,7 @@ def _claim(args: argparse.Namespace) -> int:
             shares=tuple(args.shares or settings.shares),
         )
     datasets = {c: load_concept(c) for c in args.concepts}
-    model = load_model(args.model)
+    model = load_model(args.model, **_model_options(args))
     _check_layer(args, model)
     out = args.out / f"claim-{args.model.replace('/', '_')}"
     result = claim_test(model, datasets, settings, cache_dir=args.out / "cache")
@@ -335,7 +360,7 @@ def _compare(args: argparse.Namespace) -> int:
     )
     for concept in args.concepts:
         load_concept(concept)
-    model = load_model(args.model)
+    model = load_model(args.model, **_model_options(args))
     _check_layer(args, model)
     out = args.out / f"compare-{args.model.replace('/', '_')}"
     report = compare_methods(model, config, out)

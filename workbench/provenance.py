@@ -48,6 +48,7 @@ class ModelProvenance:
     architecture: str | None = None
     dtype: str = "float32"
     prepend_bos: bool = True
+    attn_implementation: str = "eager"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from workbench.data.encoding import EncodedBatch
 from workbench.errors import ConfigError
+from workbench.hooks.logprobs import chosen_logprobs, logit_softcap
 from workbench.hooks.scoped import bridge_state_cleared, scoped_hooks
 
 if TYPE_CHECKING:
@@ -110,7 +111,7 @@ def states_and_final_norm(
 def unembed(model: TransformerBridge, normed: Tensor) -> Tensor:
     """Logits from final-normed residuals, with the model's logit soft-capping if it has one."""
     logits = model.unembed(normed)
-    cap = getattr(getattr(model.original_model, "config", None), "final_logit_softcapping", None)
+    cap = logit_softcap(model)
     if cap:
         logits = torch.tanh(logits / cap) * cap
     return logits
@@ -120,15 +121,26 @@ def answer_logprob_sums(
     model: TransformerBridge, normed: Tensor, batch, alternative: Tensor | None = None
 ) -> Tensor:
     """Sum of log P(answer token | prefix) per row of an ``EncodedBatch``, from final-normed
-    residuals, unembedding the answer-predicting positions only (differentiable).
+    residuals, unembedding the answer-predicting positions only, in fp32 (differentiable).
 
     With ``alternative`` (one token id per row, for one-token answers), the result has twice
     the rows: the batch's own answers, then the log-prob of each row's alternative token read
     at the same position.
     """
-    rows, cols = batch.answer_mask[:, 1:].nonzero(as_tuple=True)
-    logprobs = unembed(model, normed[rows, cols]).float().log_softmax(-1)
-    return sum_answer_logprobs(logprobs, batch, alternative)
+    targets = batch.answer_mask[:, 1:]
+    rows, cols = targets.nonzero(as_tuple=True)
+    tokens = batch.input_ids[rows, cols + 1, None]
+    n_rows = batch.input_ids.shape[0]
+    if alternative is not None:
+        if alternative.shape != (n_rows,) or not bool((targets.sum(-1) == 1).all()):
+            raise ConfigError("alternative answers need one token id per row and one-token answers")
+        tokens = torch.cat([tokens, alternative[rows, None]], dim=-1)
+    picked = chosen_logprobs(model, normed[rows, cols], tokens)
+    total = torch.zeros(n_rows, dtype=torch.float32, device=picked.device)
+    own = total.index_add(0, rows, picked[:, 0])
+    if alternative is None:
+        return own
+    return torch.cat([own, torch.zeros_like(total).index_add(0, rows, picked[:, 1])])
 
 
 def logits_answer_logprob_sums(logits: Tensor, batch) -> Tensor:

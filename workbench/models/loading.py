@@ -33,6 +33,24 @@ NUMERICS_MODES: tuple[str, ...] = ("raw", "compatibility")
 PROVENANCE_ATTRIBUTE = "workbench_provenance"
 CACHE_REPAIR_ATTRIBUTE = "workbench_cache_keyword_handles"
 TINY_PREFIX = "tiny-"
+ATTENTION = ("eager", "sdpa")
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+def as_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """A torch floating dtype from itself or its name (``"bfloat16"``, ``"bf16"``, ...)."""
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype.removeprefix("torch.") in DTYPES:
+        return DTYPES[dtype.removeprefix("torch.")]
+    raise ConfigError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
 
 
 def available_models() -> list[str]:
@@ -45,7 +63,8 @@ def load_model(
     *,
     numerics: str = "raw",
     device: str | torch.device | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str | None = None,
+    attn_implementation: str | None = None,
     seed: int = 0,
 ) -> TransformerBridge:
     """Load ``name`` as a ``TransformerBridge`` in eval mode, its weights frozen.
@@ -56,40 +75,58 @@ def load_model(
         numerics: ``"raw"`` keeps Hugging Face numerics; ``"compatibility"`` calls
             ``enable_compatibility_mode()`` (HookedTransformer-style folded weights).
         device: where to put the model (default: CUDA if available, else CPU).
-        dtype: parameter dtype (float32 by default, for exact comparisons).
+        dtype: parameter dtype (a ``torch.dtype`` or ``"bfloat16"`` / ``"float16"`` /
+            ``"float32"``); default bf16 on CUDA, fp32 on CPU (exact comparisons). Whatever the
+            model's dtype, interventions compute in fp32 and log-odds are fp32.
+        attn_implementation: ``"eager"`` or ``"sdpa"`` (Hugging Face's names); default SDPA on
+            CUDA, eager on CPU. Under SDPA TransformerLens's attention-pattern hooks
+            (``hook_pattern``, ``hook_attn_scores``) do not fire; the workbench uses none.
         seed: initialisation seed of the tiny models (ignored otherwise).
     """
     if numerics not in NUMERICS_MODES:
         raise ConfigError(f"numerics must be one of {NUMERICS_MODES}, got {numerics!r}")
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    on_gpu = torch.device(device).type == "cuda"
+    dtype = as_dtype(dtype if dtype is not None else (torch.bfloat16 if on_gpu else torch.float32))
+    attention = attn_implementation or ("sdpa" if on_gpu else "eager")
+    if attention not in ATTENTION:
+        raise ConfigError(f"attn_implementation must be one of {ATTENTION}, got {attention!r}")
 
     if name in PACKAGED_MODELS:
         folder = ensure_converted(name)
         marker = read_marker(folder) or {}
         source = f"pypi:{marker.get('package')}=={marker.get('package_version')}"
         revision = f"gguf-sha256:{marker.get('gguf_sha256')}"
-        bridge, prepend_bos = _boot_from_folder(folder, device, dtype)
+        bridge, prepend_bos = _boot_from_folder(folder, device, dtype, attention)
     elif name.startswith(TINY_PREFIX) and name[len(TINY_PREFIX) :] in TINY_ARCHITECTURES:
-        hf_model, tokenizer = build_tiny_hf_model(name[len(TINY_PREFIX) :], seed=seed)
+        hf_model, tokenizer = build_tiny_hf_model(
+            name[len(TINY_PREFIX) :], seed=seed, attn_implementation=attention
+        )
         prepend_bos = True
         bridge = _boot(name, hf_model.to(device=device, dtype=dtype), tokenizer, device, dtype)
         source, revision = "random-init", f"seed:{seed}"
     elif Path(name).expanduser().is_dir():
         folder = Path(name).expanduser().resolve()
-        bridge, prepend_bos = _boot_from_folder(folder, device, dtype)
+        bridge, prepend_bos = _boot_from_folder(folder, device, dtype, attention)
         source, revision = f"local:{folder}", None
     else:
         _require_hub(name)
-        from transformers import AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(name)
         prepend_bos = tokenizer_prepends_bos(tokenizer)
-        bridge = TransformerBridge.boot_transformers(
-            name, device=device, dtype=dtype, tokenizer=tokenizer
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            name, attn_implementation=attention, dtype=dtype
         )
+        hf_model.to(device)  # type: ignore[arg-type]  # transformers' stubs want a dtype
+        bridge = _boot(name, hf_model, tokenizer, device, dtype)
         source, revision = "huggingface-hub", getattr(bridge.cfg, "revision", None)
 
+    if attention != "eager":
+        # TransformerLens boots in eager attention (for its attention-pattern hooks, which the
+        # workbench does not use); the kernel is runtime dispatch, so it is switched in place.
+        bridge.original_model.set_attn_implementation(attention)
     if numerics == "compatibility":
         bridge.enable_compatibility_mode()
     bridge.eval()
@@ -103,6 +140,7 @@ def load_model(
         architecture=getattr(bridge.cfg, "architecture", None),
         dtype=str(dtype).removeprefix("torch."),
         prepend_bos=prepend_bos,
+        attn_implementation=attention,
     )
     object.__setattr__(bridge, PROVENANCE_ATTRIBUTE, provenance)
     return bridge
@@ -210,13 +248,15 @@ def _boot(name, hf_model, tokenizer, device, dtype) -> TransformerBridge:
         logger.setLevel(level)
 
 
-def _boot_from_folder(folder: Path, device, dtype) -> tuple[TransformerBridge, bool]:
+def _boot_from_folder(
+    folder: Path, device, dtype, attention: str
+) -> tuple[TransformerBridge, bool]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     prepend_bos = tokenizer_prepends_bos(tokenizer)
     hf_model = AutoModelForCausalLM.from_pretrained(
-        folder, attn_implementation="eager", dtype=dtype
+        folder, attn_implementation=attention, dtype=dtype
     ).to(device)
     return _boot(str(folder), hf_model, tokenizer, device, dtype), prepend_bos
 

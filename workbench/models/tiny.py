@@ -83,8 +83,11 @@ def tiny_config(architecture: str, vocab_size: int, n_layers: int = 3) -> Pretra
     return config
 
 
-def build_tiny_hf_model(architecture: str, seed: int = 0, n_layers: int = 3):
-    """The Hugging Face model and tokenizer of a tiny architecture, randomly initialised."""
+def build_tiny_hf_model(
+    architecture: str, seed: int = 0, n_layers: int = 3, attn_implementation: str = "eager"
+):
+    """The Hugging Face model and tokenizer of a tiny architecture, randomly initialised (in
+    fp32, so the same seed gives the same weights whatever dtype they are cast to later)."""
     tokenizer = byte_tokenizer()
     config = tiny_config(architecture, vocab_size=len(tokenizer), n_layers=n_layers)
     config.name_or_path = f"tiny-{architecture}"
@@ -92,7 +95,7 @@ def build_tiny_hf_model(architecture: str, seed: int = 0, n_layers: int = 3):
     try:
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(
-            config, attn_implementation="eager", dtype=torch.float32
+            config, attn_implementation=attn_implementation, dtype=torch.float32
         )
     finally:
         torch.random.set_rng_state(generator_state)

@@ -81,13 +81,17 @@ def _hooks_for(intervention: Intervention, m: Multiplier, state: SteeringState, 
     def remember_input(tensor: Tensor, *, hook) -> None:
         captured["h_in"] = tensor
 
-    def add_update(tensor: Tensor, *, hook) -> Tensor:
+    work = working_dtype(intervention)
+
+    def add_update(activation: Tensor, *, hook) -> Tensor:
         if intervention.reads_input and in_name != out_name:
             if "h_in" not in captured:
                 raise RuntimeError(f"{in_name} did not fire before {out_name}")
-            h_in = captured.pop("h_in")
+            h_in = captured.pop("h_in").to(work)
         else:
-            h_in = tensor
+            h_in = activation.to(work)
+        # computed in the intervention's dtype (fp32 under a bf16 model), added in the model's
+        tensor = activation.to(work)
         scaled = _as_multiplier(m, tensor)
         if intervention.acts_on == "update":
             update = intervention.delta(h_in) * scaled
@@ -106,11 +110,18 @@ def _hooks_for(intervention: Intervention, m: Multiplier, state: SteeringState, 
             update = torch.where(mask.unsqueeze(-1), update, 0.0)
         if state.record_push:
             state.push[index] = _push(update, tensor, mask)
-        return tensor + update
+        return activation + update.to(activation.dtype)
 
     if in_name == out_name or not intervention.reads_input:
         return [(out_name, add_update)]
     return [(in_name, remember_input), (out_name, add_update)]
+
+
+def working_dtype(intervention: Intervention) -> torch.dtype:
+    """The dtype an intervention computes in: its parameters' (fp32 unless cast on purpose)."""
+    tensors = [*intervention.parameters(), *intervention.buffers()]
+    floating = [t.dtype for t in tensors if t.is_floating_point()]
+    return floating[0] if floating else torch.float32
 
 
 def _push(update: Tensor, state: Tensor, mask: Tensor | None) -> Tensor:

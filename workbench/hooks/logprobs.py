@@ -1,0 +1,63 @@
+"""Log-probabilities of chosen tokens from final-normed residuals: fp32, chunked over the vocab.
+
+The sweep, the trainer and the displacement table read log P(token | prefix) at a few answer
+positions. Unembedding those positions in one matmul and a log-softmax builds a
+[positions, vocab] tensor (262k columns for Gemma) in the model's dtype, which in bf16 rounds a
+logit of 20 to the nearest 0.125. Here the logits are computed in fp32 from the unembedding's
+own weights, one vocabulary chunk at a time, with a running log-sum-exp, so the answer-scoring
+memory is [positions, chunk] whatever the vocabulary and the log-odds are fp32 whatever the
+model's dtype. Logit soft-capping (Gemma 2) is applied per chunk, as the model does.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+VOCAB_CHUNK = 16_384
+
+
+def logit_softcap(model: TransformerBridge) -> float | None:
+    """The model's final logit soft-cap, if it has one."""
+    config = getattr(model.original_model, "config", None)
+    return getattr(config, "final_logit_softcapping", None) or None
+
+
+def chosen_logprobs(
+    model: TransformerBridge, normed: Tensor, tokens: Tensor, chunk: int = VOCAB_CHUNK
+) -> Tensor:
+    """log P(tokens[i, j] | position i) as fp32 [k, c], from final-normed residuals [k, d].
+
+    Differentiable. Exactly what ``model.unembed`` and a log-softmax give (up to float
+    rounding), computed without a [k, vocab] tensor; when hooks are attached to the unembedding
+    it is run itself, so they act.
+    """
+    head = model.unembed
+    if head.hook_in._forward_hooks or head.hook_out._forward_hooks:  # let them act
+        logits = head(normed).float()
+        cap = logit_softcap(model)
+        logits = torch.tanh(logits / cap) * cap if cap else logits
+        return logits.log_softmax(-1).gather(-1, tokens)
+    linear = head.original_component
+    weight, bias = linear.weight, linear.bias  # [vocab, d], [vocab] or None
+    cap = logit_softcap(model)
+    x = normed.float()
+    lse = torch.full((x.shape[0],), -torch.inf, device=x.device)
+    for start in range(0, weight.shape[0], chunk):
+        logits = x @ weight[start : start + chunk].float().T
+        if bias is not None:
+            logits = logits + bias[start : start + chunk].float()
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        lse = torch.logaddexp(lse, logits.logsumexp(-1))
+    picked = torch.einsum("kd,kcd->kc", x, weight[tokens].float())
+    if bias is not None:
+        picked = picked + bias[tokens].float()
+    if cap:
+        picked = torch.tanh(picked / cap) * cap
+    return picked - lse[:, None]
