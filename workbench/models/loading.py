@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 import torch
@@ -126,7 +126,8 @@ def load_model(
     if attention != "eager":
         # TransformerLens boots in eager attention (for its attention-pattern hooks, which the
         # workbench does not use); the kernel is runtime dispatch, so it is switched in place.
-        bridge.original_model.set_attn_implementation(attention)
+        loaded: Any = bridge.original_model
+        loaded.set_attn_implementation(attention)
     if numerics == "compatibility":
         bridge.enable_compatibility_mode()
     bridge.eval()
