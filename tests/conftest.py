@@ -5,7 +5,8 @@ Every test belongs to one tier, a pytest marker (``-m unit`` runs the fast tier 
 - ``unit``: tiny random models, no browser, no notebook (the default for unmarked tests);
 - ``notebook``: the notebooks executed through nbmake on small settings;
 - ``browser``: opens pages in headless Chromium;
-- ``integration``: real packaged models (converts their weights on first use).
+- ``integration``: real packaged models (converts their weights on first use);
+- ``services``: real services started by the test (a local Ray runtime).
 
 Their costs on a 2-core CPU are in the README.
 """
@@ -18,7 +19,7 @@ from workbench.data.pairs import ContrastPair, PairDataset
 from workbench.models.loading import load_model
 
 TINY_MODELS = ("tiny-llama", "tiny-gemma3")
-TIERS = ("integration", "notebook", "browser")
+TIERS = ("integration", "notebook", "browser", "services")
 
 
 def pytest_collection_modifyitems(items) -> None:

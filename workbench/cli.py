@@ -15,7 +15,7 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from workbench.data.concepts import DEFAULT_CONCEPT, shipped_concepts
 from workbench.errors import ConfigError, WorkbenchError
@@ -125,6 +125,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_numerics_options(baseline)
     baseline.add_argument("--prompt-style", default="auto", help="auto, plain, cue or chat")
     baseline.add_argument("--split", default="all", help="train, test or all")
+    grid = commands.add_parser(
+        "grid", help="concepts x layers x methods x forms x seeds as Ray tasks, one shard a cell"
+    )
+    grid.add_argument("--model", default=DEFAULT_MODEL)
+    grid.add_argument("--concepts", nargs="+", default=["sentiment"])
+    grid.add_argument("--layers", nargs="+", type=int, required=True)
+    grid.add_argument("--methods", nargs="+", default=["diff_of_means", "random", "split"])
+    grid.add_argument("--forms", nargs="+", default=["vector"])
+    grid.add_argument("--seeds", nargs="+", type=int, default=[0])
+    grid.add_argument("--multipliers", nargs="+", type=float, default=None, help="hold 0 and 1")
+    grid.add_argument("--train-pairs", type=int, default=48)
+    grid.add_argument("--test-pairs", type=int, default=24)
+    grid.add_argument("--epochs", type=int, default=2)
+    grid.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None)
+    grid.add_argument("--address", default=None, help="a Ray cluster (default: local ray.init())")
+    grid.add_argument("--retries", type=int, default=3, help="retries of a killed cell's task")
+    grid.add_argument("--out", type=Path, default=Path("runs/grid"))
     commands.add_parser("models", help="list the models that load without network")
     return parser
 
@@ -139,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {
             "compare": _compare,
+            "grid": _grid,
             "claim": _claim,
             "curves": _curves,
             "manifold": _manifold,
@@ -182,6 +200,34 @@ def _baseline(args: argparse.Namespace) -> int:
     model = load_model(args.model, **_model_options(args))
     table = unsteered_baselines(model, datasets, args.prompt_style, args.split)
     print(f"unsteered {args.model}, {args.split} pairs\n" + format_baselines(table))
+    return 0
+
+
+def _grid(args: argparse.Namespace) -> int:
+    from workbench.pipelines.grid import GridSettings, grid_cells, run_grid
+
+    options: dict[str, Any] = {"multipliers": tuple(args.multipliers)} if args.multipliers else {}
+    settings = GridSettings(  # validates before Ray starts
+        model=args.model,
+        concepts=tuple(args.concepts),
+        layers=tuple(args.layers),
+        methods=tuple(args.methods),
+        forms=tuple(args.forms),
+        seeds=tuple(args.seeds),
+        train_pairs=args.train_pairs,
+        test_pairs=args.test_pairs,
+        epochs=args.epochs,
+        dtype=args.dtype,
+        **options,
+    )
+    print(f"[workbench] grid of {len(grid_cells(settings))} cells -> {args.out}/", file=sys.stderr)
+    result = run_grid(settings, args.out, address=args.address, retries=args.retries)
+    for cell, error in result.failed.items():
+        print(f"cell {cell} failed: {error}", file=sys.stderr)
+    if result.failed:
+        print(f"{len(result.failed)} cells failed; run the same command again to complete them")
+        return 1
+    print(f"{result.table['cell'].nunique()} cells, {len(result.table)} rows -> {args.out}/")
     return 0
 
 

@@ -5,6 +5,7 @@ import torch
 
 from workbench.measure.log_odds import preference_utility
 from workbench.measure.sweeps import SweepLabels, naive_sweep, run_sweep
+from workbench.models.loading import load_model
 from workbench.steering.forms import LocalWeightUpdate, LoRAUpdate, SteeringVector
 
 COLUMNS = ["L_p", "L_n", "pref_odds", "util_odds", "pref_odds_norm", "util_odds_norm"]
@@ -173,3 +174,25 @@ def test_one_token_answers_share_one_forward_and_equal_the_naive_loop(tiny_model
     slow = naive_sweep(tiny_model, pairs, intervention, GRID)
     pd.testing.assert_frame_equal(fast[COLUMNS], slow[COLUMNS], atol=1e-4, rtol=0)
     assert (fast["T_p"] == 1).all() and (fast["T_n"] == 1).all()
+
+
+def test_skipping_is_verified_once_per_model_and_layer(small_pairs, monkeypatch):
+    from workbench.measure import sweeps
+
+    model = load_model("tiny-llama", device="cpu")  # a fresh model: nothing checked yet
+    checks = []
+    original = sweeps._batch_losses
+
+    def spy(*args, verify, **kwargs):
+        checks.append(verify)
+        return original(*args, verify=verify, **kwargs)
+
+    monkeypatch.setattr(sweeps, "_batch_losses", spy)
+    vector = SteeringVector.for_model(model, 1)
+    for _ in range(2):
+        run_sweep(model, small_pairs, vector, GRID, batch_size=2, progress=False)
+    assert checks[:3] == [True, False, False] and not any(checks[3:])
+    checks.clear()
+    run_sweep(model, small_pairs, SteeringVector.for_model(model, 2), GRID, progress=False)
+    run_sweep(model, small_pairs, vector, GRID, progress=False, verify=True)
+    assert checks == [True, True]

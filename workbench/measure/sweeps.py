@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 ENGINE_VERSION = 3  # 3: parts keyed by pair ids, with records (older caches are not read)
+CHECKED_ATTRIBUTE = "workbench_skip_checked_layers"
 DEFAULT_GRID = (-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0)
 
 
@@ -74,14 +75,16 @@ def run_sweep(
     max_rows: int = 96,
     cache_dir: str | Path | None = None,
     progress: bool = True,
-    verify: bool = True,
+    verify: bool | None = None,
 ) -> pd.DataFrame:
     """Sweep ``intervention`` over ``multipliers`` on ``pairs``; returns the tidy table.
 
     With no intervention, the unsteered model is scored once (rows at m = 0).
     ``max_rows`` bounds the rows of one forward (pairs × 2 sides × multipliers of a chunk).
     ``verify`` checks, on the first batch, that skipping the blocks before the intervention
-    gives the same losses as running them (it always has, for the architectures tested).
+    gives the same losses as running them (it always has, for the architectures tested): None
+    (the default) checks once per model and layer, True on every sweep, False never. Pairs are
+    batched in order of length (less padding); the table keeps the input order.
     """
     pairs = list(pairs)
     if not pairs:
@@ -104,13 +107,16 @@ def run_sweep(
         if (table := cache.table()) is not None:
             return table
     rows = cache.done(len(grid)) if cache is not None else {}
-    todo = [p for p in pairs if p.id not in rows]
+    todo = sorted((p for p in pairs if p.id not in rows), key=_text_length)
+    check = _needs_check(model, intervention, verify)
     starts = range(0, len(todo), batch_size)
     for index, start in enumerate(tqdm(starts, desc="sweep", disable=not progress, leave=False)):
         batch_pairs = todo[start : start + batch_size]
         losses = _batch_losses(
-            model, batch_pairs, intervention, grid, max_rows, verify=verify and index == 0
+            model, batch_pairs, intervention, grid, max_rows, verify=check and index == 0
         )
+        if check and index == 0 and intervention is not None:
+            _checked(model).add(intervention.layer)
         part = _rows(batch_pairs, intervention, grid, labels, *losses)
         if cache is not None:
             cache.add(part, [p.id for p in batch_pairs])
@@ -119,6 +125,25 @@ def run_sweep(
     if cache is not None:
         cache.write_table(table)
     return table
+
+
+def _text_length(pair: ContrastPair) -> int:
+    return len(pair.prompt) + max(len(pair.positive), len(pair.negative))
+
+
+def _checked(model: TransformerBridge) -> set[int]:
+    """Layers at which skipping the earlier blocks was checked on this model object."""
+    checked = getattr(model, CHECKED_ATTRIBUTE, None)
+    if checked is None:
+        checked = set()
+        object.__setattr__(model, CHECKED_ATTRIBUTE, checked)
+    return checked
+
+
+def _needs_check(model: TransformerBridge, intervention, verify: bool | None) -> bool:
+    if intervention is None or intervention.layer == 0 or verify is False:
+        return False
+    return verify is True or intervention.layer not in _checked(model)
 
 
 def row_keys(pair: ContrastPair, intervention: Intervention, method: str, m: float) -> dict:
