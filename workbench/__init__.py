@@ -64,6 +64,10 @@ _EXPORTS: dict[str, str] = {
     "TokenRoles": "workbench.steering.roles",
     "steering": "workbench.steering.apply",
     "reset_model_state": "workbench.hooks.scoped",
+    "ActivationStore": "workbench.store",
+    "stream_token_activations": "workbench.manifold.valid",
+    "GridSettings": "workbench.pipelines.grid",
+    "run_grid": "workbench.pipelines.grid",
     "load_intervention": "workbench.steering.io",
     "ProjectedIntervention": "workbench.steering.projected",
     "AngularSteer": "workbench.steering.state",
@@ -164,7 +168,7 @@ if TYPE_CHECKING:  # what a type checker and an editor see
     from workbench.manifold.estimator import ActivationManifold
     from workbench.manifold.local import LocalManifold
     from workbench.manifold.mixtures import matched_push_family
-    from workbench.manifold.valid import collect_valid_activations
+    from workbench.manifold.valid import collect_valid_activations, stream_token_activations
     from workbench.measure.answer_bias import balanced_accuracy
     from workbench.measure.fits import fit_sweep_curve, fit_table
     from workbench.measure.frontier import frontier_table
@@ -174,6 +178,7 @@ if TYPE_CHECKING:  # what a type checker and an editor see
     from workbench.models.loading import available_models, load_model, model_provenance
     from workbench.models.packaged import DEFAULT_MODEL, PACKAGED_MODELS
     from workbench.pipelines.claim import ClaimSettings, claim_test
+    from workbench.pipelines.grid import GridSettings, run_grid
     from workbench.pipelines.study import StudySettings, run_study
     from workbench.provenance import ModelProvenance, Provenance
     from workbench.steering.apply import steering
@@ -189,6 +194,7 @@ if TYPE_CHECKING:  # what a type checker and an editor see
         DistanceScaled,
         ManifoldClip,
     )
+    from workbench.store import ActivationStore
     from workbench.training.comparison import ComparisonConfig, run_comparison
     from workbench.training.objective import SplitObjective
     from workbench.training.trainer import TrainingConfig, train_intervention

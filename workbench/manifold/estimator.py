@@ -136,11 +136,51 @@ class ActivationManifold(TransformerMixin, BaseEstimator):
                 f"a float n_components is a variance share in (0, 1), got {n_components}"
             )
         self.pca_ = PCA(n_components=n_components, svd_solver="full").fit(X)
+        return self._fit_density(self._features(X), self._features(calibration))
+
+    def fit_stream(self, store, hook: str):
+        """Fit on the rows of an :class:`~workbench.store.ActivationStore` at ``hook``, one shard
+        in memory at a time: the subspace from the exact streaming mean and covariance (fp64,
+        d × d), the density on the low-dimensional features, ε on a seeded share of the rows
+        held out (the same rows :meth:`fit` would hold out from the same activations)."""
+        self._check_settings(len(store))
+        n, d = len(store), store.width(hook)
+        order = np.random.default_rng(self.random_state).permutation(n)
+        held = np.zeros(n, dtype=bool)
+        held[order[: max(1, round(self.calibration_fraction * n))]] = True
+        total, outer, start = np.zeros(d), np.zeros((d, d)), 0
+        for rows in store.batches(hook):
+            keep = rows[~held[start : start + len(rows)]]
+            total += keep.sum(0)
+            outer += keep.T @ keep
+            start += len(rows)
+        count = int((~held).sum())
+        mean = total / count
+        covariance = (outer - count * np.outer(mean, mean)) / (count - 1)
+        self.pca_ = _pca_from_covariance(mean, covariance, self.n_components, count)
+        fitting, calibration, start = [], [], 0
+        for rows in store.batches(hook):
+            features = self._features(as_activations(rows))
+            mask = held[start : start + len(rows)]
+            fitting.append(features[~mask])
+            calibration.append(features[mask])
+            start += len(rows)
+        return self._fit_density(np.concatenate(fitting), np.concatenate(calibration))
+
+    def _check_settings(self, n: int) -> None:
+        if n < 3:
+            raise ConfigError(f"need at least 3 valid activations to fit, got {n}")
+        if not 0.0 < self.delta < 1.0:
+            raise ConfigError(f"delta must be in (0, 1), got {self.delta}")
+
+    def _fit_density(self, features: np.ndarray, calibration: np.ndarray):
+        """The density and ε, from the fitting and calibration rows' features."""
         self.n_components_ = int(self.pca_.n_components_)
-        self.scaler_ = StandardScaler().fit(self._features(X))
+        self.scaler_ = StandardScaler().fit(features)
         self.density_ = make_density(self.density, self.k, self.n_mixture, self.random_state)
-        self.density_.fit(self.scaler_.transform(self._features(X)))
-        self.epsilon_ = conformal_threshold(self.nonconformity(calibration), self.delta)
+        self.density_.fit(self.scaler_.transform(features))
+        scores = self.density_.score_samples(self.scaler_.transform(calibration))
+        self.epsilon_ = conformal_threshold(-scores, self.delta)
         self.n_calibration_ = len(calibration)
         return self
 
@@ -191,6 +231,26 @@ class ActivationManifold(TransformerMixin, BaseEstimator):
                 f"{self.pca_.n_features_in_}"
             )
         return X
+
+
+def _pca_from_covariance(mean, covariance, n_components, count: int) -> PCA:
+    """A fitted scikit-learn PCA from a mean and covariance (what a full-SVD PCA of the rows
+    would give, up to the sign of each component)."""
+    values, vectors = np.linalg.eigh(covariance)
+    values, vectors = np.clip(values[::-1], 0.0, None), vectors[:, ::-1].T
+    ratio = values / values.sum()
+    if isinstance(n_components, float):
+        k = int(np.searchsorted(np.cumsum(ratio), n_components, side="right") + 1)
+    else:
+        k = int(n_components)
+    k = min(k, len(values))
+    pca = PCA(n_components=k)
+    pca.mean_, pca.components_ = mean, vectors[:k]
+    pca.explained_variance_, pca.explained_variance_ratio_ = values[:k], ratio[:k]
+    pca.singular_values_ = np.sqrt(values[:k] * (count - 1))
+    pca.noise_variance_ = float(values[k:].mean()) if k < len(values) else 0.0
+    pca.n_components_, pca.n_features_in_, pca.n_samples_ = k, len(mean), count
+    return pca
 
 
 def calibration_split(

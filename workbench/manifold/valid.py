@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,6 +24,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from workbench.atomic import file_sha256, replacing
 from workbench.data.concepts import neutral_sentences
 from workbench.data.encoding import encode_texts
 from workbench.data.pairs import ContrastPair
@@ -31,6 +33,7 @@ from workbench.hooks.forward import run_batch_with_cache
 from workbench.hooks.names import check_hook_names, stop_layer_for
 from workbench.models.loading import model_device, model_provenance
 from workbench.steering.generation import generate
+from workbench.store import ActivationStore
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -90,6 +93,49 @@ def token_activations(
         rows = torch.arange(mask.shape[0], device=mask.device) + start
         owners.append(rows[:, None].expand_as(mask)[mask].cpu().numpy())
     return {h: torch.cat(p) for h, p in parts.items()}, np.concatenate(owners)
+
+
+def stream_token_activations(
+    model: TransformerBridge,
+    prompts: Sequence[str],
+    answers: Sequence[str] | None,
+    hooks: Sequence[str],
+    folder: str | Path,
+    *,
+    memory_cap: int = 256 * 2**20,
+    batch_size: int = 16,
+    labels: Sequence[tuple[str, str | None, str]] | None = None,
+    progress: bool = False,
+) -> ActivationStore:
+    """As :func:`token_activations`, but every batch's rows go to an
+    :class:`~workbench.store.ActivationStore` in ``folder`` (shards written whenever the
+    buffered rows would pass ``memory_cap`` bytes), so a capture of any length holds at most
+    the cap (and one batch) in memory. Returns the closed store; its provenance names the
+    model and hooks, and it records each row's text index (``text_index.npy``)."""
+    store = ActivationStore.create(folder, hooks, memory_cap)
+    owners = []
+    steps = range(0, len(prompts), batch_size)
+    for start in tqdm(steps, desc="valid activations", disable=not progress, leave=False):
+        stop = start + batch_size
+        acts, owner = token_activations(
+            model,
+            prompts[start:stop],
+            None if answers is None else answers[start:stop],
+            hooks,
+            batch_size,
+            labels=None if labels is None else labels[start:stop],
+        )
+        store.append(acts)
+        owners.append(owner + start)
+    text_index = Path(folder) / "text_index.npy"
+    with replacing(text_index) as temporary, open(temporary, "wb") as handle:
+        np.save(handle, np.concatenate(owners) if owners else np.zeros(0, dtype=np.int64))
+    provenance = {
+        "model": model_provenance(model).to_dict(),
+        "hooks": list(hooks),
+        "text_index_sha256": file_sha256(text_index),
+    }
+    return store.close(provenance)
 
 
 def collect_valid_activations(
