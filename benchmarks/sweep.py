@@ -1,9 +1,11 @@
-"""Sweep engine vs the naive loop, side by side in one run.
+"""Sweep engine vs the naive loop, side by side in one run, on each data format.
 
-Default: the default packaged model, a 9-point multiplier grid, 32 sentiment pairs, a DiffMean
-steering vector at the MLP down-projection of a mid-depth block. Prints both timings, their
-ratio, tokens per second, and the largest difference between the two tables (they must agree).
-Runs on a GPU unchanged when one is present.
+Default: the default packaged model, a 9-point multiplier grid, 32 pairs of a sentence concept
+(`sentiment`: free-text answers) and of a persona-format concept (`extraversion`: a question and
+" Yes" / " No"), a DiffMean steering vector at the block output of a mid-depth block. For each
+concept it prints both timings, their ratio, scored tokens per second and the largest difference
+between the two tables (they must agree); then the process's peak memory during the engine's
+sweeps against the model's own size (parameters and buffers). Runs on a GPU unchanged.
 
     .venv/bin/python benchmarks/sweep.py [--model NAME] [--pairs 32] [--layer L]
 """
@@ -11,23 +13,39 @@ Runs on a GPU unchanged when one is present.
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 
 import torch
 
 from workbench import load_concept, load_model
-from workbench.directions.extract import extract_direction
 from workbench.measure.sweeps import naive_sweep, run_sweep
-from workbench.steering.forms import SteeringVector
+from workbench.steering.concept_vectors import concept_vector
 
 GRID = (-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0)
 COLUMNS = ["L_p", "L_n", "pref_odds", "util_odds"]
 
 
+def peak_rss_gib() -> float:
+    """The process's peak resident memory so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def timed(device, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` and the seconds it took."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return result, time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="gemma-3-270m")
-    parser.add_argument("--concept", default="sentiment")
+    parser.add_argument("--concepts", nargs="+", default=["sentiment", "extraversion"])
     parser.add_argument("--pairs", type=int, default=32)
     parser.add_argument("--layer", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -36,50 +54,43 @@ def main() -> None:
 
     model = load_model(args.model)
     device = next(model.parameters()).device
-    pairs = load_concept(args.concept)
+    model_gib = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    model_gib /= 2**30
+    loaded_gib = peak_rss_gib()
     layer = model.cfg.n_layers // 2 if args.layer is None else args.layer
-    direction = extract_direction(
-        model, pairs.train, layer, hook=f"blocks.{layer}.mlp.out.hook_out"
-    )
-    vector = SteeringVector.for_model(model, layer, site="mlp_out", vector=direction.vector)
-    subset = pairs[: args.pairs]
-    tokens = sum(
-        len(model.tokenizer(p.prompt + a, add_special_tokens=False)["input_ids"])
-        for p in subset
-        for a in (p.positive, p.negative)
-    ) * len(GRID)
-
-    def timed(fn):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        result = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return result, time.perf_counter() - start
-
-    run_sweep(model, subset[:2], vector, GRID, progress=False)  # warm-up
-    fast, fast_s = timed(
-        lambda: run_sweep(
-            model,
-            subset,
-            vector,
-            GRID,
-            batch_size=args.batch_size,
-            max_rows=args.max_rows,
-            progress=False,
-        )
-    )
-    slow, slow_s = timed(lambda: naive_sweep(model, subset, vector, GRID))
-    gap = float((fast[COLUMNS] - slow[COLUMNS]).abs().max().max())
     print(
-        f"model {args.model} on {device} ({torch.get_num_threads()} threads), layer {layer} "
-        f"mlp_out, {len(subset)} pairs x {len(GRID)} multipliers x 2 answers "
-        f"({tokens} tokens scored)\n"
-        f"naive loop:   {slow_s:8.1f} s  {tokens / slow_s:9.0f} tokens/s\n"
-        f"sweep engine: {fast_s:8.1f} s  {tokens / fast_s:9.0f} tokens/s\n"
-        f"speed-up: {slow_s / fast_s:.2f}x   max |difference| in L_p, L_n, PrefOdds, UtilOdds: "
-        f"{gap:.2e}"
+        f"model {args.model} on {device} ({torch.get_num_threads()} threads), layer {layer} block"
+    )
+    engine, naive, runs = {}, {}, {}
+    for concept in args.concepts:  # every engine sweep first: the peak memory is theirs
+        pairs = load_concept(concept)
+        vector = concept_vector(model, pairs.train, layer)
+        subset = pairs.test[: args.pairs]
+        run_sweep(model, subset[:2], vector, GRID, progress=False)  # warm-up, and the check
+        options = dict(batch_size=args.batch_size, max_rows=args.max_rows, progress=False)
+        fast, engine[concept] = timed(device, run_sweep, model, subset, vector, GRID, **options)
+        runs[concept] = (subset, vector, fast)
+    sweep_gib = peak_rss_gib()
+    for concept, (subset, vector, fast) in runs.items():
+        tokens = sum(
+            len(model.tokenizer(p.prompt + a, add_special_tokens=False)["input_ids"])
+            for p in subset
+            for a in (p.positive, p.negative)
+        ) * len(GRID)
+        slow, naive[concept] = timed(device, naive_sweep, model, subset, vector, GRID)
+        gap = float((fast[COLUMNS] - slow[COLUMNS]).abs().max().max())
+        print(
+            f"{concept}: {len(subset)} pairs x {len(GRID)} multipliers x 2 answers "
+            f"({tokens} tokens scored)\n"
+            f"  naive loop:   {naive[concept]:8.1f} s  {tokens / naive[concept]:9.0f} tokens/s\n"
+            f"  sweep engine: {engine[concept]:8.1f} s  {tokens / engine[concept]:9.0f} tokens/s\n"
+            f"  speed-up: {naive[concept] / engine[concept]:.2f}x   max |difference| in L_p, "
+            f"L_n, PrefOdds, UtilOdds: {gap:.2e}"
+        )
+    print(
+        f"memory: model {model_gib:.2f} GiB; process peak {loaded_gib:.2f} GiB after loading, "
+        f"{sweep_gib:.2f} GiB after the engine's sweeps = {sweep_gib / model_gib:.2f}x the model "
+        "(the naive loops run after, so they are not counted)"
     )
 
 

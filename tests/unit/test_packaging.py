@@ -83,3 +83,14 @@ def test_python_dash_m_workbench_starts(installed):
     help_text = run_outside(installed, "-m", "workbench", "--help")
     assert "study" in help_text and "compare" in help_text
     assert "gemma-3-270m" in run_outside(installed, "-m", "workbench", "models")
+
+
+def test_the_gpu_benchmark_runs_at_a_tiny_size_on_cpu():
+    """The GPU benchmark is run by hand on a GPU; this keeps it from rotting meanwhile."""
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu.py"
+    arguments = ["--preset", "tiny", "--device", "cpu", "--batch", "4", "--prompt-tokens", "12"]
+    done = subprocess.run(
+        [sys.executable, str(script), *arguments], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "tokens/s" in done.stdout and "overhead" in done.stdout and "steps/s" in done.stdout
