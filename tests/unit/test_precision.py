@@ -89,3 +89,14 @@ def test_training_under_a_bf16_model_moves_the_same_way(twins):
         trained.append(vector.bias.detach().flatten())
     cosine = torch.nn.functional.cosine_similarity(trained[0], trained[1], dim=0)
     assert cosine > 0.9, float(cosine)
+
+
+def test_the_fast_log_sum_exp_falls_back_where_it_would_overflow(tiny_llama):
+    rows = torch.randn(3, tiny_llama.cfg.d_model) * 1e3  # logits far past exp's fp32 range
+    rows.requires_grad_(True)
+    tokens = torch.tensor([[0], [5], [7]])
+    got = chosen_logprobs(tiny_llama, rows, tokens, chunk=64)
+    expected = unembed(tiny_llama, rows).float().log_softmax(-1).gather(-1, tokens)
+    torch.testing.assert_close(got, expected, atol=1e-3, rtol=1e-5)
+    (grad,) = torch.autograd.grad(got.sum(), rows)
+    assert torch.isfinite(got).all() and torch.isfinite(grad).all()

@@ -28,6 +28,16 @@ def logit_softcap(model: TransformerBridge) -> float | None:
     return getattr(config, "final_logit_softcapping", None) or None
 
 
+def _logsumexp(logits: Tensor) -> Tensor:
+    """Row log-sum-exp in two passes over ``logits`` (exp, sum) where that is exact in fp32;
+    the max-shifted four-pass form for a chunk where any row's sum over- or underflows (large
+    pushes make logits large), so neither the value nor its gradient is ever inf or NaN."""
+    total = logits.exp().sum(-1)
+    if bool((torch.isfinite(total) & (total > 0)).all()):
+        return total.log()
+    return logits.logsumexp(-1)
+
+
 def chosen_logprobs(
     model: TransformerBridge, normed: Tensor, tokens: Tensor, chunk: int = VOCAB_CHUNK
 ) -> Tensor:
@@ -54,7 +64,7 @@ def chosen_logprobs(
             logits = logits + bias[start : start + chunk].float()
         if cap:
             logits = torch.tanh(logits / cap) * cap
-        lse = torch.logaddexp(lse, logits.logsumexp(-1))
+        lse = torch.logaddexp(lse, _logsumexp(logits))
     picked = torch.einsum("kd,kcd->kc", x, weight[tokens].float())
     if bias is not None:
         picked = picked + bias[tokens].float()
