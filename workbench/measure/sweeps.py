@@ -42,7 +42,7 @@ from workbench.errors import ConfigError
 from workbench.measure.log_odds import preference_utility
 from workbench.measure.scoring import answer_logprobs
 from workbench.measure.sweep_cache import SweepCache, merge
-from workbench.models.loading import model_provenance
+from workbench.models.loading import model_device, model_provenance
 from workbench.provenance import stable_hash
 from workbench.steering.forms import Intervention
 from workbench.steering.paired import encode_paired, paired_logprobs, start_inputs
@@ -261,6 +261,8 @@ def _batch_losses(model: TransformerBridge, pairs, intervention, grid, max_rows,
         logprobs[first : first + len(chunk)] = total.double().cpu()
         if 0 in state.push:
             pushes[first : first + len(chunk)] = state.push[0].view(len(chunk), rows)
+    if verify and paired.packing is not None:
+        _check_packing(model, pairs, intervention, grid[:per_chunk], logprobs[:per_chunk])
     lengths = paired.lengths().cpu().numpy()
     shape = (len(grid), n)
     return (
@@ -270,6 +272,28 @@ def _batch_losses(model: TransformerBridge, pairs, intervention, grid, max_rows,
         np.broadcast_to(lengths[n:], shape),
         (pushes.view(len(grid), paired.sides, n).mean(1)).numpy(),
     )
+
+
+def _check_packing(model, pairs, intervention, chunk, packed: torch.Tensor) -> None:
+    """Raise if the packed rows' log-probabilities differ from one row per answer's."""
+    rows = encode_paired(
+        model,
+        [p.prompt for p in pairs],
+        [p.positive for p in pairs],
+        [p.negative for p in pairs],
+        pack=False,
+    )
+    start = intervention.layer if intervention is not None else 0
+    ms = torch.tensor(chunk, device=model_device(model)).repeat_interleave(2 * len(pairs))
+    inputs = start_inputs(model, rows, start)
+    reference, _ = paired_logprobs(model, rows, inputs, intervention, ms, tiles=len(chunk))
+    gap = float((packed - reference.double().cpu()).abs().max())
+    if gap > 1e-4 * max(1.0, float(reference.abs().max())):
+        raise RuntimeError(
+            f"packing both answers after one prompt changed a log-probability by {gap:.3g} on "
+            f"this model ({model_provenance(model).name}); report it (packing is checked once "
+            "per model and layer)"
+        )
 
 
 def _rows(

@@ -26,10 +26,13 @@ from workbench.hooks.forward import (
     residual_before,
     skipping_blocks_before,
 )
+from workbench.hooks.logprobs import chosen_logprobs
 from workbench.hooks.scoped import scoped_hooks
 from workbench.models.loading import model_device, model_provenance
+from workbench.steering import packing
 from workbench.steering.apply import SteeringState, steering
 from workbench.steering.forms import Intervention
+from workbench.steering.packing import Packing, can_pack
 from workbench.steering.roles import TokenRoles
 
 if TYPE_CHECKING:
@@ -45,16 +48,27 @@ class PairedBatch:
     batch: EncodedBatch
     n: int  # pairs
     alternative: list[int] | None  # A_n's token ids where every answer is one token
+    packing: Packing | None = None  # both answers in one row after the prompt
 
     @property
     def sides(self) -> int:
         """Rows per pair in the forward: 1 where one forward scores both answers, else 2."""
-        return 1 if self.alternative is not None else 2
+        return 1 if self.alternative is not None or self.packing is not None else 2
 
     def lengths(self) -> Tensor:
         """Answer lengths in tokens, [2n]: A_p's for every pair, then A_n's."""
+        if self.packing is not None:
+            return self.packing.lengths
         lengths = self.batch.answer_mask.sum(-1)
         return lengths.repeat(2) if self.alternative is not None else lengths
+
+    def forward_mask(self, tiles: int = 1) -> Tensor:
+        """The attention mask the forward takes: the packed rows' 4-D mask, else the 2-D one."""
+        if self.packing is not None:
+            mask = self.packing.mask
+            return mask.repeat(tiles, 1, 1, 1) if tiles > 1 else mask
+        mask = self.batch.attention_mask
+        return mask.repeat(tiles, 1) if tiles > 1 else mask
 
 
 def encode_paired(
@@ -63,9 +77,12 @@ def encode_paired(
     preferred: Sequence[str],
     opposite: Sequence[str],
     labels: Sequence[tuple[str, str | None]] | None = None,
+    pack: bool = True,
 ) -> PairedBatch:
     """Encode ``prompts`` with both answers for one forward (``labels``: (id, source) per pair,
-    named in errors such as a prompt longer than the model's context)."""
+    named in errors such as a prompt longer than the model's context). Free-text answers are
+    packed after one copy of the prompt (:mod:`workbench.steering.packing`) where that is exact
+    on this model and ``pack``; otherwise each answer has its own row."""
     n = len(prompts)
     alternative = one_token_ids(model.tokenizer, list(preferred), list(opposite))
     sides = 1 if alternative is not None else 2
@@ -81,6 +98,9 @@ def encode_paired(
         max_length=getattr(model.cfg, "n_ctx", None),
         labels=named,
     ).to(model_device(model))
+    if alternative is None and pack and can_pack(model, batch, n):
+        packed, layout = packing.pack(batch, n, next(model.parameters()).dtype)
+        return PairedBatch(packed, n, None, layout)
     return PairedBatch(batch, n, alternative)
 
 
@@ -90,7 +110,8 @@ def start_inputs(model: TransformerBridge, paired: PairedBatch, layer: int) -> T
     batch = paired.batch
     if layer == 0:
         return batch.input_ids
-    return residual_before(model, batch.input_ids, batch.attention_mask, batch.position_ids, layer)
+    mask = paired.forward_mask()
+    return residual_before(model, batch.input_ids, mask, batch.position_ids, layer)
 
 
 def paired_logprobs(
@@ -118,7 +139,7 @@ def paired_logprobs(
     x = inputs.repeat(tiles, *([1] * (inputs.ndim - 1))) if tiles > 1 else inputs
     start = intervention.layer if intervention is not None else 0
     kwargs: dict[str, Any] = dict(
-        attention_mask=batch.attention_mask, position_ids=batch.position_ids
+        attention_mask=paired.forward_mask(tiles), position_ids=batch.position_ids
     )
     if start > 0:
         kwargs["start_at_layer"] = start
@@ -135,6 +156,12 @@ def paired_logprobs(
             normed = final_normed_residual(model, x, **kwargs)
     if reference is not None:
         _check_skipping(normed, reference, start)
+    if paired.packing is not None:
+        layout = paired.packing.tiled(tiles, paired.n, normed.shape[1])
+        flat = normed.reshape(-1, normed.shape[-1])[layout.predict_at]
+        picked = chosen_logprobs(model, flat, layout.targets[:, None])[:, 0]
+        total = torch.zeros(tiles * 2 * paired.n, dtype=torch.float32, device=picked.device)
+        return total.index_add(0, layout.owner, picked).view(tiles, 2, paired.n), state
     if paired.alternative is not None:
         other = torch.tensor(paired.alternative, device=normed.device).repeat(tiles)
         both = answer_logprob_sums(model, normed, batch, alternative=other)
