@@ -26,6 +26,12 @@ GRID = (-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0)
 COLUMNS = ["L_p", "L_n", "pref_odds", "util_odds"]
 
 
+def rss_gib() -> float:
+    """The process's resident memory now."""
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * resource.getpagesize() / 2**30
+
+
 def peak_rss_gib() -> float:
     """The process's peak resident memory so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -52,11 +58,15 @@ def main() -> None:
     parser.add_argument("--max-rows", type=int, default=96)
     args = parser.parse_args()
 
+    before_gib = rss_gib()  # torch and the libraries, before any weight
     model = load_model(args.model)
     device = next(model.parameters()).device
-    model_gib = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
-    model_gib /= 2**30
-    loaded_gib = peak_rss_gib()
+    tensors = (*model.parameters(), *model.buffers())
+    model_gib = sum(t.numel() * t.element_size() for t in tensors) / 2**30
+    with torch.no_grad():  # weights load memory-mapped: page them all in before measuring
+        for tensor in tensors:
+            tensor.sum()
+    loaded_gib = rss_gib()
     layer = model.cfg.n_layers // 2 if args.layer is None else args.layer
     print(
         f"model {args.model} on {device} ({torch.get_num_threads()} threads), layer {layer} block"
@@ -87,10 +97,12 @@ def main() -> None:
             f"  speed-up: {naive[concept] / engine[concept]:.2f}x   max |difference| in L_p, "
             f"L_n, PrefOdds, UtilOdds: {gap:.2e}"
         )
+    used = sweep_gib - before_gib
     print(
-        f"memory: model {model_gib:.2f} GiB; process peak {loaded_gib:.2f} GiB after loading, "
-        f"{sweep_gib:.2f} GiB after the engine's sweeps = {sweep_gib / model_gib:.2f}x the model "
-        "(the naive loops run after, so they are not counted)"
+        f"memory: model {model_gib:.2f} GiB; process {before_gib:.2f} GiB before loading it, "
+        f"{loaded_gib:.2f} GiB with every weight resident, peak {sweep_gib:.2f} GiB during the "
+        f"engine's sweeps: {used:.2f} GiB above the libraries = {used / model_gib:.2f}x the "
+        "model (the naive loops run after, so they are not counted)"
     )
 
 

@@ -1,9 +1,11 @@
 """Token activations streamed to disk in safetensors shards, under a memory cap the user sets.
 
 A capture of 100k tokens at d = 3584 is 1.4 GB per hook in fp32; held in memory for every hook
-it is what bounds the model size a machine can study. :class:`ActivationStore` buffers appended
-rows per hook and writes a shard (``shard-00000.safetensors``, written atomically) whenever the
-buffer would pass ``memory_cap`` bytes, so the rows in memory never exceed the cap; ``close``
+it is what bounds the model size a machine can study. :class:`ActivationStore` copies appended
+rows into preallocated buffers of half ``memory_cap`` bytes and writes a shard
+(``shard-00000.safetensors``, written atomically) each time they are full; writing copies the
+shard once more, so the store never holds more than the cap (the rows of the batch being
+appended, and the forward that made them, are the caller's); ``close``
 writes ``index.json`` (hooks, widths, rows per shard, the sha256 of every shard and the
 provenance given). :meth:`ActivationStore.open` checks the index and each shard before use, and
 :meth:`ActivationStore.batches` reads one shard at a time, which is what the streaming fit of
@@ -38,8 +40,8 @@ class ActivationStore:
 
     def __init__(self, folder: Path, hooks: Sequence[str], memory_cap: int, index: dict | None):
         self.folder, self.hooks, self.memory_cap = folder, list(hooks), int(memory_cap)
-        self._buffer: dict[str, list[Tensor]] = {h: [] for h in self.hooks}
-        self._buffered = 0
+        self._buffer: dict[str, Tensor] = {}  # preallocated rows per hook, filled in place
+        self._filled = 0
         self.peak_buffered = 0  # the most bytes held at once (what the cap bounds)
         self._index = index or {"hooks": self.hooks, "shards": [], "widths": {}}
 
@@ -58,45 +60,50 @@ class ActivationStore:
         return cls(folder, hooks, memory_cap, None)
 
     def append(self, rows: Mapping[str, Tensor]) -> None:
-        """Add the same number of rows at every hook (moved to CPU, fp32)."""
+        """Add the same number of rows at every hook (copied to CPU, fp32)."""
         if set(rows) != set(self.hooks):
             raise ConfigError(f"rows for hooks {sorted(rows)}, but the store holds {self.hooks}")
         counts = {h: len(t) for h, t in rows.items()}
         if len(set(counts.values())) != 1:
             raise ConfigError(f"hooks were given different numbers of rows: {counts}")
-        size = sum(t.numel() * 4 for t in rows.values())
-        n = next(iter(counts.values()))
-        if size > self.memory_cap and n > 1:  # more than the cap at once: in pieces that fit
-            step = max(1, self.memory_cap // max(1, size // n))
-            for first in range(0, n, step):
-                self.append({h: t[first : first + step] for h, t in rows.items()})
-            return
-        if self._buffered and self._buffered + size > self.memory_cap:
-            self.flush()
         for hook, values in rows.items():
             width = self._index["widths"].setdefault(hook, int(values.shape[-1]))
             if values.ndim != 2 or values.shape[1] != width:
                 raise ConfigError(f"rows at {hook} have shape {tuple(values.shape)}, width {width}")
-            self._buffer[hook].append(values.detach().float().cpu())
-        self._buffered += size
-        self.peak_buffered = max(self.peak_buffered, self._buffered)
-        if self._buffered >= self.memory_cap:
-            self.flush()
+        if not self._buffer:
+            self._allocate()
+        capacity = len(next(iter(self._buffer.values())))
+        given, done = next(iter(counts.values())), 0
+        while done < given:
+            take = min(capacity - self._filled, given - done)
+            for hook, values in rows.items():
+                self._buffer[hook][self._filled : self._filled + take] = values[done : done + take]
+            self._filled, done = self._filled + take, done + take
+            if self._filled == capacity:
+                self.flush()
+
+    def _allocate(self) -> None:
+        """Buffers of half the cap: writing a shard copies it once more (safetensors' bytes)."""
+        row_bytes = sum(4 * self._index["widths"][h] for h in self.hooks)
+        capacity = max(1, self.memory_cap // (2 * row_bytes))
+        self._buffer = {
+            h: torch.empty(capacity, self._index["widths"][h], dtype=torch.float32)
+            for h in self.hooks
+        }
+        self.peak_buffered = 2 * capacity * row_bytes
 
     def flush(self) -> None:
-        """Write the buffered rows as one shard and empty the buffer."""
-        if not self._buffered:
+        """Write the filled rows as one shard and start the buffer again."""
+        if not self._filled:
             return
         name = f"shard-{len(self._index['shards']):05d}.safetensors"
-        tensors = {h: torch.cat(self._buffer[h]) for h in self.hooks}
+        tensors = {h: self._buffer[h][: self._filled] for h in self.hooks}
         with replacing(self.folder / name) as temporary:
             save_file(tensors, str(temporary))
-        rows = len(next(iter(tensors.values())))
         self._index["shards"].append(
-            {"file": name, "rows": rows, "sha256": file_sha256(self.folder / name)}
+            {"file": name, "rows": self._filled, "sha256": file_sha256(self.folder / name)}
         )
-        self._buffer = {h: [] for h in self.hooks}
-        self._buffered = 0
+        self._filled = 0
 
     def close(self, provenance: dict[str, Any] | None = None) -> ActivationStore:
         """Flush and write the index; the store can then be opened and read."""
