@@ -66,10 +66,7 @@ def reset_model_state(model: TransformerBridge) -> None:
     non-permanent hook and clear the bridge's per-block start/stop state (left set when a
     ``start_at_layer`` / ``stop_at_layer`` forward is interrupted before its own cleanup)."""
     model.reset_hooks(including_permanent=False)
-    for block in getattr(model, "blocks", []):
-        for name in BRIDGE_BLOCK_STATE:
-            if getattr(block, name, None) is not None:
-                setattr(block, name, None)
+    _clear_block_state(model)
 
 
 @contextmanager
@@ -79,10 +76,14 @@ def bridge_state_cleared(model: TransformerBridge) -> Iterator[None]:
     try:
         yield
     finally:
-        for block in getattr(model, "blocks", []):
-            for name in BRIDGE_BLOCK_STATE:
-                if getattr(block, name, None) is not None:
-                    setattr(block, name, None)
+        _clear_block_state(model)
+
+
+def _clear_block_state(model: TransformerBridge) -> None:
+    for block in getattr(model, "blocks", []):
+        for name in BRIDGE_BLOCK_STATE:
+            if getattr(block, name, None) is not None:
+                setattr(block, name, None)
 
 
 def count_forward_hooks(model: TransformerBridge) -> int:
