@@ -5,10 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.data.concepts import neutral_sentences
+from workbench.data.concepts import load_concept, neutral_sentences
 from workbench.errors import ArtefactError, ConfigError
 from workbench.manifold.estimator import ActivationManifold
-from workbench.manifold.valid import stream_token_activations, token_activations
+from workbench.manifold.valid import (
+    collect_valid_activations,
+    stream_token_activations,
+    token_activations,
+)
 from workbench.store import ActivationStore
 
 HOOKS = ["blocks.1.hook_out", "blocks.2.hook_out"]
@@ -76,3 +80,22 @@ def test_a_damaged_store_is_refused_naming_the_shard(captured, tmp_path):
     store = ActivationStore.create(tmp_path / "new", HOOKS, memory_cap=CAP)
     with pytest.raises(ConfigError, match="different numbers of rows"):
         store.append({HOOKS[0]: torch.zeros(2, 64), HOOKS[1]: torch.zeros(3, 64)})
+
+
+def test_valid_text_collection_streams_and_fits_the_same(tiny_llama, tmp_path):
+    pairs = load_concept("sentiment").train[:12]
+    options = dict(sources=("neutral", "answers"), batch_size=8, seed=3)
+    memory = collect_valid_activations(tiny_llama, HOOKS, pairs, **options)
+    streamed = collect_valid_activations(
+        tiny_llama, HOOKS, pairs, store=tmp_path / "valid", memory_cap=CAP, **options
+    )
+    assert streamed.activations == {} and streamed.store is not None
+    assert streamed.store.peak_buffered <= CAP and len(streamed.store) == len(memory.source)
+    np.testing.assert_array_equal(streamed.calibration, memory.calibration)
+    torch.testing.assert_close(streamed.fitting(HOOKS[1]), memory.fitting(HOOKS[1]))
+    exact = memory.fit_manifold(ActivationManifold(n_components=0.9), HOOKS[1])
+    fitted = streamed.fit_manifold(ActivationManifold(n_components=0.9), HOOKS[1])
+    assert fitted.n_components_ == exact.n_components_
+    probe = memory.held_out(HOOKS[1]).double().numpy()
+    np.testing.assert_allclose(fitted.nonconformity(probe), exact.nonconformity(probe), rtol=1e-6)
+    assert fitted.epsilon_ == pytest.approx(exact.epsilon_, rel=1e-6)

@@ -138,16 +138,24 @@ class ActivationManifold(TransformerMixin, BaseEstimator):
         self.pca_ = PCA(n_components=n_components, svd_solver="full").fit(X)
         return self._fit_density(self._features(X), self._features(calibration))
 
-    def fit_stream(self, store, hook: str):
+    def fit_stream(self, store, hook: str, held_out: np.ndarray | None = None):
         """Fit on the rows of an :class:`~workbench.store.ActivationStore` at ``hook``, one shard
         in memory at a time: the subspace from the exact streaming mean and covariance (fp64,
-        d × d), the density on the low-dimensional features, ε on a seeded share of the rows
-        held out (the same rows :meth:`fit` would hold out from the same activations)."""
+        d × d), the density on the low-dimensional features, ε on the rows ``held_out`` marks
+        (default: a seeded share, the same rows :meth:`fit` would hold out)."""
         self._check_settings(len(store))
         n, d = len(store), store.width(hook)
-        order = np.random.default_rng(self.random_state).permutation(n)
-        held = np.zeros(n, dtype=bool)
-        held[order[: max(1, round(self.calibration_fraction * n))]] = True
+        if held_out is None:
+            order = np.random.default_rng(self.random_state).permutation(n)
+            held = np.zeros(n, dtype=bool)
+            held[order[: max(1, round(self.calibration_fraction * n))]] = True
+        else:
+            held = np.asarray(held_out, dtype=bool)
+            if held.shape != (n,) or held.all() or not held.any():
+                raise ConfigError(
+                    f"held_out must mark some but not all of the store's {n} rows, got shape "
+                    f"{held.shape} with {int(held.sum())} marked"
+                )
         total, outer, start = np.zeros(d), np.zeros((d, d)), 0
         for rows in store.batches(hook):
             keep = rows[~held[start : start + len(rows)]]

@@ -31,6 +31,7 @@ from workbench.data.pairs import ContrastPair
 from workbench.errors import ConfigError
 from workbench.hooks.forward import run_batch_with_cache
 from workbench.hooks.names import check_hook_names, stop_layer_for
+from workbench.manifold.estimator import ActivationManifold
 from workbench.models.loading import model_device, model_provenance
 from workbench.steering.generation import generate
 from workbench.store import ActivationStore
@@ -43,16 +44,30 @@ if TYPE_CHECKING:
 class TokenActivations:
     """Token-level activations per hook, with the source and text index of every row."""
 
-    activations: dict[str, Tensor]  # hook -> [tokens, d]
+    activations: dict[str, Tensor]  # hook -> [tokens, d]; empty when streamed to ``store``
     source: np.ndarray  # [tokens] str
     text_index: np.ndarray  # [tokens] int: which text (within its source) the token came from
     calibration: np.ndarray  # [tokens] bool: held out for calibrating ε
+    store: ActivationStore | None = None  # where the rows are, when streamed to disk
 
     def fitting(self, hook: str) -> Tensor:
-        return self.activations[hook][torch.from_numpy(~self.calibration)]
+        """The fitting rows at ``hook`` (read from the store when streamed: in memory then)."""
+        return self._rows(hook, ~self.calibration)
 
     def held_out(self, hook: str) -> Tensor:
-        return self.activations[hook][torch.from_numpy(self.calibration)]
+        return self._rows(hook, self.calibration)
+
+    def fit_manifold(self, manifold: ActivationManifold, hook: str) -> ActivationManifold:
+        """Fit ``manifold`` on the fitting rows, ε on the held-out ones; one shard at a time
+        when the rows were streamed to a store (the same fit, to float rounding)."""
+        if self.store is not None:
+            return manifold.fit_stream(self.store, hook, held_out=self.calibration)
+        return manifold.fit(self.fitting(hook), calibration=self.held_out(hook))
+
+    def _rows(self, hook: str, keep: np.ndarray) -> Tensor:
+        if self.store is not None:
+            return torch.from_numpy(self.store.rows(hook, np.flatnonzero(keep))).float()
+        return self.activations[hook][torch.from_numpy(keep)]
 
 
 @torch.no_grad()
@@ -148,8 +163,14 @@ def collect_valid_activations(
     calibration_fraction: float = 0.25,
     seed: int = 0,
     batch_size: int = 16,
+    store: str | Path | None = None,
+    memory_cap: int = 256 * 2**20,
 ) -> TokenActivations:
-    """Token activations of valid text from the chosen sources, with a calibration split."""
+    """Token activations of valid text from the chosen sources, with a calibration split.
+
+    With ``store`` (a new folder), the rows are streamed to an
+    :class:`~workbench.store.ActivationStore` there under ``memory_cap`` bytes instead of being
+    held in memory; :meth:`TokenActivations.fit_manifold` then fits on the stream."""
     known = ("neutral", "answers", "greedy", "sampled")
     unknown = [s for s in sources if s not in known]
     if unknown:
@@ -165,6 +186,26 @@ def collect_valid_activations(
         )
     if any(s != "neutral" for s in sources) and not pairs:
         raise ConfigError(f"sources {list(sources)} need contrast pairs (their prompts/answers)")
+    sink = ActivationStore.create(store, hooks, memory_cap) if store is not None else None
+
+    def gather(prompts, answers, labels) -> tuple[dict[str, Tensor], np.ndarray]:
+        if sink is None:
+            return token_activations(model, prompts, answers, hooks, batch_size, labels=labels)
+        owners = []
+        for start in range(0, len(prompts), batch_size):
+            stop = start + batch_size
+            rows, owner = token_activations(
+                model,
+                prompts[start:stop],
+                None if answers is None else answers[start:stop],
+                hooks,
+                batch_size,
+                labels=labels[start:stop],
+            )
+            sink.append(rows)
+            owners.append(owner + start)
+        return {}, np.concatenate(owners) if owners else np.zeros(0, dtype=np.int64)
+
     chunks = []
     for source in sources:
         if source == "neutral":
@@ -172,14 +213,12 @@ def collect_valid_activations(
             named: list[tuple[str, str | None, str]] = [
                 (f"neutral sentence {i + 1}", None, "text") for i in range(len(texts))
             ]
-            acts, owner = token_activations(model, texts, None, hooks, batch_size, labels=named)
+            acts, owner = gather(texts, None, named)
         elif source == "answers":
             prompts = [p.prompt for p in pairs] * 2
             answers = [p.positive for p in pairs] + [p.negative for p in pairs]
             named = [(p.id, p.source, side) for side in ("positive", "negative") for p in pairs]
-            acts, owner = token_activations(
-                model, prompts, answers, hooks, batch_size, labels=named
-            )
+            acts, owner = gather(prompts, answers, named)
         else:
             first = {p.prompt: p for p in reversed(pairs)}  # each prompt's first pair
             prompts = sorted(first)
@@ -194,13 +233,10 @@ def collect_valid_activations(
                 stop_at_eos=True,
             )
             keep = [i for i, c in enumerate(continuations) if c.strip()]
-            acts, owner = token_activations(
-                model,
+            acts, owner = gather(
                 [prompts[i] for i in keep],
                 [continuations[i] for i in keep],
-                hooks,
-                batch_size,
-                labels=[named[i] for i in keep],
+                [named[i] for i in keep],
             )
         chunks.append((source, acts, owner))
     rng = np.random.default_rng(seed)
@@ -209,9 +245,14 @@ def collect_valid_activations(
         n_texts = int(owner.max()) + 1 if len(owner) else 0
         held = rng.random(n_texts) < calibration_fraction
         calibration.append(held[owner])
+    if sink is not None:
+        sink.close({"model": model_provenance(model).to_dict(), "sources": list(sources)})
     return TokenActivations(
-        activations={h: torch.cat([acts[h] for _, acts, _ in chunks]) for h in hooks},
+        activations={}
+        if sink is not None
+        else {h: torch.cat([acts[h] for _, acts, _ in chunks]) for h in hooks},
         source=np.concatenate([np.full(len(owner), source) for source, _, owner in chunks]),
         text_index=np.concatenate([owner for _, _, owner in chunks]),
         calibration=np.concatenate(calibration),
+        store=sink,
     )

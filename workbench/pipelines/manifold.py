@@ -130,9 +130,7 @@ def _concept_claim(
     valid = collect_valid_activations(model, hooks, pairs.train, seed=seed)  # never test text
     n_components = int(components) if components >= 1 else components
     manifolds = {
-        h: ActivationManifold(n_components=n_components, density=density).fit(
-            valid.fitting(h), calibration=valid.held_out(h)
-        )
+        h: valid.fit_manifold(ActivationManifold(n_components=n_components, density=density), h)
         for h in hooks
     }
     vector = concept_vector(model, pairs.train, layer, site="block", normalise=False, seed=seed)

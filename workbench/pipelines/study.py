@@ -233,8 +233,8 @@ def _valid_manifolds(run: StudyRun, train) -> tuple[Any, dict[str, ActivationMan
         batch_size=run.settings.batch_size,
     )
     manifolds = {
-        h: ActivationManifold(n_components=0.9, random_state=run.settings.seed).fit(
-            valid.fitting(h), calibration=valid.held_out(h)
+        h: valid.fit_manifold(
+            ActivationManifold(n_components=0.9, random_state=run.settings.seed), h
         )
         for h in hooks
     }

@@ -277,9 +277,7 @@ def _site_projection(model: TransformerBridge, train_pairs, hook: str, config: C
     valid = collect_valid_activations(
         model, [hook], train_pairs, sources=("neutral", "answers"), batch_size=config.batch_size
     )
-    manifold = ActivationManifold(n_components=config.manifold_variance).fit(
-        valid.fitting(hook), calibration=valid.held_out(hook)
-    )
+    manifold = valid.fit_manifold(ActivationManifold(n_components=config.manifold_variance), hook)
     return ManifoldProjection.from_manifold(manifold)
 
 
