@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     study.add_argument("--model", default=DEFAULT_MODEL, help="model name (see `workbench models`)")
     _add_numerics_options(study)
+    _add_memory_option(study)
     study.add_argument("--layer", type=int, default=None, help="block (default: recommended)")
     study.add_argument("--site", default="block", help="block (the paper's), mlp_out or resid")
     study.add_argument(
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--concepts", nargs="+", default=list(ComparisonDefaults.concepts))
     compare.add_argument("--model", default=DEFAULT_MODEL)
     _add_numerics_options(compare)
+    _add_memory_option(compare)
     compare.add_argument("--forms", nargs="+", default=["vector", "lora", "local_weight"])
     compare.add_argument("--site", default="block", help="block (the paper's), mlp_out or resid")
     compare.add_argument("--prompt-style", default="auto", help="auto, plain, cue or chat")
@@ -231,6 +233,15 @@ def _grid(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_memory_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--memory-cap-mib",
+        type=int,
+        default=None,
+        help="stream valid activations to disk in shards under this cap (default: in memory)",
+    )
+
+
 def _add_numerics_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype",
@@ -269,6 +280,7 @@ def _study(args: argparse.Namespace) -> int:
         n_bootstrap=args.bootstrap,
         umap=not args.no_umap,
         seed=args.seed,
+        memory_cap_mib=args.memory_cap_mib,
     )
     dataset = load_concept(args.concept)  # cheap, and fails before the model loads
     model = load_model(args.model, numerics=args.numerics, **_model_options(args))
@@ -403,6 +415,7 @@ def _compare(args: argparse.Namespace) -> int:
         n_bootstrap=args.bootstrap,
         max_train_pairs=args.train_pairs,
         max_test_pairs=args.test_pairs,
+        memory_cap_mib=args.memory_cap_mib,
     )
     for concept in args.concepts:
         load_concept(concept)

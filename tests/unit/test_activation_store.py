@@ -1,6 +1,8 @@
 """Streaming capture under a small memory cap: the buffer never passes the cap, the shards
 hold exactly what an in-memory capture holds, and the streamed fit equals the in-memory fit."""
 
+import gc
+
 import numpy as np
 import pytest
 import torch
@@ -99,3 +101,17 @@ def test_valid_text_collection_streams_and_fits_the_same(tiny_llama, tmp_path):
     probe = memory.held_out(HOOKS[1]).double().numpy()
     np.testing.assert_allclose(fitted.nonconformity(probe), exact.nonconformity(probe), rtol=1e-6)
     assert fitted.epsilon_ == pytest.approx(exact.epsilon_, rel=1e-6)
+
+
+def test_a_memory_cap_alone_streams_through_a_temporary_store(tiny_llama):
+    pairs = load_concept("sentiment").train[:6]
+    valid = collect_valid_activations(
+        tiny_llama, HOOKS[:1], pairs, sources=("answers",), memory_cap=CAP
+    )
+    folder = valid.store.folder
+    assert valid.activations == {} and folder.is_dir() and len(valid.store) > 0
+    manifold = valid.fit_manifold(ActivationManifold(n_components=2), HOOKS[0])
+    assert manifold.n_components_ == 2
+    del valid, manifold
+    gc.collect()
+    assert not folder.exists()  # the temporary store goes with the result

@@ -14,6 +14,7 @@ seen.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ class TokenActivations:
     text_index: np.ndarray  # [tokens] int: which text (within its source) the token came from
     calibration: np.ndarray  # [tokens] bool: held out for calibrating ε
     store: ActivationStore | None = None  # where the rows are, when streamed to disk
+    _scratch: tempfile.TemporaryDirectory | None = None  # a store's folder kept while in use
 
     def fitting(self, hook: str) -> Tensor:
         """The fitting rows at ``hook`` (read from the store when streamed: in memory then)."""
@@ -164,12 +166,13 @@ def collect_valid_activations(
     seed: int = 0,
     batch_size: int = 16,
     store: str | Path | None = None,
-    memory_cap: int = 256 * 2**20,
+    memory_cap: int | None = None,
 ) -> TokenActivations:
     """Token activations of valid text from the chosen sources, with a calibration split.
 
-    With ``store`` (a new folder), the rows are streamed to an
-    :class:`~workbench.store.ActivationStore` there under ``memory_cap`` bytes instead of being
+    With ``store`` (a new folder) or ``memory_cap`` (bytes; the store then lives in a temporary
+    folder as long as the result), the rows are streamed to an
+    :class:`~workbench.store.ActivationStore` under the cap (default 256 MiB) instead of being
     held in memory; :meth:`TokenActivations.fit_manifold` then fits on the stream."""
     known = ("neutral", "answers", "greedy", "sampled")
     unknown = [s for s in sources if s not in known]
@@ -186,7 +189,10 @@ def collect_valid_activations(
         )
     if any(s != "neutral" for s in sources) and not pairs:
         raise ConfigError(f"sources {list(sources)} need contrast pairs (their prompts/answers)")
-    sink = ActivationStore.create(store, hooks, memory_cap) if store is not None else None
+    scratch = tempfile.TemporaryDirectory() if store is None and memory_cap else None
+    folder = Path(scratch.name) / "valid" if scratch is not None else store
+    cap = memory_cap or 256 * 2**20
+    sink = ActivationStore.create(folder, hooks, cap) if folder is not None else None
 
     def gather(prompts, answers, labels) -> tuple[dict[str, Tensor], np.ndarray]:
         if sink is None:
@@ -255,4 +261,5 @@ def collect_valid_activations(
         text_index=np.concatenate([owner for _, _, owner in chunks]),
         calibration=np.concatenate(calibration),
         store=sink,
+        _scratch=scratch,
     )

@@ -63,6 +63,10 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 
+def _bytes(mib: int | None) -> int | None:
+    return mib * 2**20 if mib is not None else None
+
+
 @dataclass(frozen=True)
 class StudySettings:
     """Sizes and choices of a study (defaults: the 15-minute CPU budget)."""
@@ -90,6 +94,7 @@ class StudySettings:
     umap: bool = True
     seed: int = 0
     batch_size: int = 8
+    memory_cap_mib: int | None = None  # stream valid activations to disk under this cap
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -101,6 +106,8 @@ class StudySettings:
         for name in ("train_pairs", "test_pairs", "epochs", "heatmap_layers", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.memory_cap_mib is not None and self.memory_cap_mib < 1:
+            raise ConfigError(f"memory_cap_mib must be >= 1, got {self.memory_cap_mib}")
         if self.prompt_style not in PROMPT_STYLES:
             raise ConfigError(
                 f"unknown prompt style {self.prompt_style!r}; choose one of {PROMPT_STYLES}"
@@ -231,6 +238,7 @@ def _valid_manifolds(run: StudyRun, train) -> tuple[Any, dict[str, ActivationMan
         sources=("neutral", "answers"),
         seed=run.settings.seed,
         batch_size=run.settings.batch_size,
+        memory_cap=_bytes(run.settings.memory_cap_mib),
     )
     manifolds = {
         h: valid.fit_manifold(

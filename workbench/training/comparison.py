@@ -104,6 +104,7 @@ class ComparisonConfig:
     # at most this many training / test pairs (PairDataset.subsample: answer-balanced, seed 0)
     max_train_pairs: int | None = None
     max_test_pairs: int | None = None
+    memory_cap_mib: int | None = None  # stream valid activations to disk under this cap
 
     def __post_init__(self) -> None:
         for name, allowed in (("forms", tuple(FORMS)), ("methods", METHODS)):
@@ -117,6 +118,8 @@ class ComparisonConfig:
             )
         if not self.seeds or not self.concepts or not self.forms:
             raise ConfigError("ComparisonConfig needs at least one concept, form and seed")
+        if self.memory_cap_mib is not None and self.memory_cap_mib < 1:
+            raise ConfigError(f"memory_cap_mib must be >= 1, got {self.memory_cap_mib}")
         if self.utility_margin < 0:
             raise ConfigError(f"utility_margin must be >= 0, got {self.utility_margin}")
         if self.site not in SITES:
@@ -274,8 +277,14 @@ class _Setting:
 def _site_projection(model: TransformerBridge, train_pairs, hook: str, config: ComparisonConfig):
     """The manifold's subspace at the intervention's output hook, from valid unsteered text
     (neutral sentences and the training answers)."""
+    cap = config.memory_cap_mib * 2**20 if config.memory_cap_mib is not None else None
     valid = collect_valid_activations(
-        model, [hook], train_pairs, sources=("neutral", "answers"), batch_size=config.batch_size
+        model,
+        [hook],
+        train_pairs,
+        sources=("neutral", "answers"),
+        batch_size=config.batch_size,
+        memory_cap=cap,
     )
     manifold = valid.fit_manifold(ActivationManifold(n_components=config.manifold_variance), hook)
     return ManifoldProjection.from_manifold(manifold)
