@@ -29,7 +29,14 @@ JSON.stringify(Array.from(document.querySelectorAll('div.plotly-graph-div')).map
     const d = el.getAttribute('d');
     return b.width * b.height > 0 || (d && d.length > 4 && d !== 'M0,0Z');
   });
-  return {id: div.id, width: box.width, height: box.height,
+  const legend = Array.from(div.querySelectorAll('g.legend g.traces')).map(item => {
+    const text = item.querySelector('text.legendtext');
+    const mark = item.querySelector('g.legendpoints path, g.legendlines path');
+    const style = mark ? window.getComputedStyle(mark) : null;
+    const fill = style && style.fill !== 'none' ? style.fill : null;
+    return [text ? text.textContent : '', fill || (style ? style.stroke : '')];
+  });
+  return {id: div.id, width: box.width, height: box.height, legend: legend,
           svgs: div.querySelectorAll('svg.main-svg').length,
           traces: div.querySelectorAll('g.trace, g.hm').length,
           marks: drawn.length};

@@ -131,6 +131,11 @@ def test_report_renders_every_figure_with_no_network_request(study_dir, tmp_path
         assert figure["width"] > 0 and figure["height"] > 0, figure
         assert figure["svgs"] >= 1 and figure["traces"] >= 1 and figure["marks"] >= 1, figure
     assert seen.screenshot.stat().st_size > 50_000
+    # one colour per method: the vector methods' legend entries are told apart by colour
+    vectors = next(f for f in seen.figures if any("random · vector" in t for t, _ in f["legend"]))
+    colours = {text.split(" · ")[0]: colour for text, colour in vectors["legend"] if colour}
+    assert {"diff_of_means", "random", "sft", "split"} <= set(colours)
+    assert len(set(colours.values())) == len(colours), colours
 
 
 @pytest.mark.browser

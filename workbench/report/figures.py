@@ -1,8 +1,9 @@
 """Interactive plotly figures, each a function from the workbench's tidy tables to a figure.
 
-Colours follow the intervention form everywhere (vector, LoRA, local weight), line dashes the
-method, so figures can be read side by side. Every function returns a ``plotly`` figure (or,
-for token colouring, an HTML string) and does no computation beyond grouping and the fits.
+One colour per method everywhere (:data:`METHOD_COLOURS`), one line style (and marker symbol)
+per intervention form (:data:`FORM_DASHES`), so figures can be read side by side. Every
+function returns a ``plotly`` figure (or, for token colouring, an HTML string) and does no
+computation beyond grouping and the fits.
 
 >>> curves_figure(sweep_table).show()
 >>> frontier_figure(comparison_sweeps).show()
@@ -21,19 +22,28 @@ from plotly.subplots import make_subplots
 from workbench.errors import ConfigError
 from workbench.measure.fits import fit_sweep_curve, preference_regimes
 
-FORM_COLOURS = {"vector": "#1f77b4", "lora": "#ff7f0e", "local_weight": "#2ca02c", "none": "#555"}
-METHOD_DASHES = {
-    "diff_of_means": "solid",
-    "random": "dot",
-    "sft": "dash",
-    "split": "solid",
-    "split_projected": "dashdot",
+METHOD_COLOURS = {
+    "diff_of_means": "#1f77b4",
+    "random": "#7f7f7f",
+    "sft": "#ff7f0e",
+    "split": "#2ca02c",
+    "split_projected": "#bcbd22",
+    "split_clipped": "#17becf",
+    "split_clip_trained": "#9467bd",
+    "angular": "#d62728",
+    "ace": "#8c564b",
+    "ids": "#e377c2",
+    "unsteered": "#000000",
+    "none": "#000000",
 }
+FORM_DASHES = {"vector": "solid", "lora": "dash", "local_weight": "dot"}
+FORM_SYMBOLS = {"vector": "circle", "lora": "square", "local_weight": "diamond"}
 VALUE_TITLES = {"pref_odds": "PrefOdds (nats)", "util_odds": "UtilOdds (nats)"}
 
 
-def _colour(form: str) -> str:
-    return FORM_COLOURS.get(form, "#7f7f7f")
+def method_colour(method: str) -> str:
+    """The method's colour in every figure (dark grey for a method without one)."""
+    return METHOD_COLOURS.get(method, "#333333")
 
 
 def _rgba(hex_colour: str, alpha: float) -> str:
@@ -62,8 +72,9 @@ def curves_figure(
     """PrefOdds and UtilOdds against m: means with 95% bands, fitted curves, regimes shaded.
 
     Curves are fitted on ``fit_split`` (falling back to ``split`` when the table has no rows
-    there); the means and bands show ``split``. One colour per form; the preference fit's
-    linear regime is shaded lightly and its convergence regime more strongly, per form.
+    there); the means and bands show ``split``. One colour per method, one line style and marker per
+    form; the preference fit's linear regime is shaded lightly and its convergence regime more
+    strongly, once per form.
     """
     shown = sweeps[sweeps["split"] == split] if "split" in sweeps else sweeps
     if shown.empty:
@@ -76,7 +87,7 @@ def curves_figure(
         key = key if isinstance(key, tuple) else (key,)
         labels = dict(zip(by, key))
         form, method = labels.get("form", "none"), labels.get("method", "")
-        colour, name = _colour(form), " · ".join(str(k) for k in key)
+        colour, name = method_colour(method), " · ".join(str(k) for k in key)
         fit_rows = sweeps
         for column, value in labels.items():
             fit_rows = fit_rows[fit_rows[column] == value]
@@ -84,7 +95,7 @@ def curves_figure(
         for col, (value, kind) in enumerate(
             (("pref_odds", "preference"), ("util_odds", "utility")), start=1
         ):
-            _add_means(figure, _mean_band(group, value), col, colour, name)
+            _add_means(figure, _mean_band(group, value), col, colour, name, form)
             try:
                 fit = fit_sweep_curve(
                     fit_rows, kind, train_split=train_split, test_split=split, n_bootstrap=0
@@ -96,7 +107,7 @@ def curves_figure(
                     x=dense,
                     y=fit.predict(dense),
                     mode="lines",
-                    line={"color": colour, "dash": METHOD_DASHES.get(method, "solid")},
+                    line={"color": colour, "dash": FORM_DASHES.get(form, "solid")},
                     name=f"{name} fit (R² {fit.r2_train:.3f})",
                     legendgroup=name,
                     showlegend=False,
@@ -115,7 +126,9 @@ def curves_figure(
     return figure
 
 
-def _add_means(figure: go.Figure, band: pd.DataFrame, col: int, colour: str, name: str) -> None:
+def _add_means(
+    figure: go.Figure, band: pd.DataFrame, col: int, colour: str, name: str, form: str
+) -> None:
     """Per-m means as markers over their 95% band, in subplot ``col``."""
     figure.add_trace(
         go.Scatter(
@@ -136,7 +149,7 @@ def _add_means(figure: go.Figure, band: pd.DataFrame, col: int, colour: str, nam
             x=band.index,
             y=band["mean"],
             mode="markers",
-            marker={"color": colour, "size": 7},
+            marker={"color": colour, "size": 7, "symbol": FORM_SYMBOLS.get(form, "circle")},
             name=name,
             legendgroup=name,
             showlegend=col == 1,
@@ -182,7 +195,8 @@ def frontier_figure(
                 x=means["util_odds"],
                 y=means["pref_odds"],
                 mode="lines+markers",
-                line={"color": _colour(form), "dash": METHOD_DASHES.get(method, "solid")},
+                line={"color": method_colour(method), "dash": FORM_DASHES.get(form, "solid")},
+                marker={"symbol": FORM_SYMBOLS.get(form, "circle")},
                 name=f"{method} · {form}",
                 customdata=means.index,
                 hovertemplate=(
@@ -480,21 +494,6 @@ def claim_figure(regression: pd.DataFrame) -> go.Figure:
     return figure
 
 
-METHOD_COLOURS = {
-    "diff_of_means": "#1f77b4",
-    "random": "#7f7f7f",
-    "sft": "#ff7f0e",
-    "split": "#2ca02c",
-    "split_projected": "#98df8a",
-    "split_clipped": "#17becf",
-    "split_clip_trained": "#9467bd",
-    "angular": "#d62728",
-    "ace": "#8c564b",
-    "ids": "#e377c2",
-}
-FORM_DASHES = {"vector": "solid", "lora": "dash", "local_weight": "dot"}
-
-
 def frontier_comparison_figure(sweeps: pd.DataFrame, validated: pd.DataFrame) -> go.Figure:
     """Per concept: the frontier (preference gain vs utility change along m >= 0, means over
     pairs) and balanced accuracy against answer mass at each method's validated m. One colour
@@ -516,7 +515,7 @@ def frontier_comparison_figure(sweeps: pd.DataFrame, validated: pd.DataFrame) ->
             gain = means["pref_odds"] - means["pref_odds"].iloc[0]
             change = means["util_odds"] - means["util_odds"].iloc[0]
             name = html.escape(f"{method} · {form}")
-            style = dict(color=METHOD_COLOURS.get(method, "#333"), dash=FORM_DASHES.get(form))
+            style = dict(color=method_colour(method), dash=FORM_DASHES.get(form))
             figure.add_trace(
                 go.Scatter(x=gain, y=change, mode="lines+markers", line=style, name=name,
                            legendgroup=name, showlegend=row == 1, customdata=means.index,
@@ -529,7 +528,7 @@ def frontier_comparison_figure(sweeps: pd.DataFrame, validated: pd.DataFrame) ->
             figure.add_trace(
                 go.Scatter(x=[entry.get("answer_mass")], y=[entry.get("balanced_accuracy")],
                            mode="markers", name=name, legendgroup=name, showlegend=False,
-                           marker=dict(color=METHOD_COLOURS.get(str(entry["method"]), "#333"),
+                           marker=dict(color=method_colour(str(entry["method"])),
                                        size=10)),
                 row=row, col=2,
             )  # fmt: skip

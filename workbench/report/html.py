@@ -80,8 +80,9 @@ class Report:
                     + "</div>"
                 )
             for table in section.tables:
+                shown = table.dropna(axis="columns", how="all")  # a column of NaN says nothing
                 body.append(
-                    table.to_html(
+                    shown.to_html(
                         classes="data", index=False, float_format=lambda v: f"{v:.4g}", border=0
                     )
                 )

@@ -17,7 +17,6 @@ from workbench.report.figures import (
     training_figure,
 )
 from workbench.report.html import Report
-from workbench.training.summary import format_comparison
 
 if TYPE_CHECKING:
     from workbench.pipelines.study import StudyRun
@@ -82,16 +81,24 @@ def _add_results(report: Report, tables, utility_margin: float) -> None:
         "SPLIT minus SFT, paired over pairs.",
         figures=[frontier_figure(sweeps)],
         tables=[tables["comparison"], tables["comparison_validated_m"], tables["split_vs_sft"]],
-        snippets=[
-            f"<pre>{html.escape(format_comparison(tables['comparison']))}</pre>",
-            f"<pre>{html.escape(format_comparison(tables['comparison_validated_m']))}</pre>",
-        ],
+        snippets=[_warnings(tables["comparison"]), _warnings(tables["comparison_validated_m"])],
     )
     report.add(
         "Layer × m",
         "The DiffMean vector of each layer, swept on a few held-out pairs.",
         figures=[layer_heatmaps(tables["layer_sweeps"])],
     )
+
+
+def _warnings(summary) -> str:
+    """The summary's warnings (answer bias, undefined rows) as a list, escaped."""
+    if "warning" not in summary:
+        return ""
+    rows = summary[summary["warning"].fillna("").astype(str) != ""]
+    items = "".join(
+        f"<li>{html.escape(f'{r.method} · {r.form}: {r.warning}')}</li>" for r in rows.itertuples()
+    )
+    return f'<ul class="note">{items}</ul>' if items else ""
 
 
 def _add_mechanism(report: Report, tables, shift, views) -> None:
