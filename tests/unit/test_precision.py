@@ -100,3 +100,15 @@ def test_the_fast_log_sum_exp_falls_back_where_it_would_overflow(tiny_llama):
     torch.testing.assert_close(got, expected, atol=1e-3, rtol=1e-5)
     (grad,) = torch.autograd.grad(got.sum(), rows)
     assert torch.isfinite(got).all() and torch.isfinite(grad).all()
+
+
+def test_the_buffered_no_grad_path_equals_the_differentiable_one(tiny_model):
+    rows = torch.randn(6, tiny_model.cfg.d_model)
+    tokens = torch.randint(0, tiny_model.cfg.d_vocab, (6, 2))
+    with torch.no_grad():
+        buffered = chosen_logprobs(tiny_model, rows, tokens, chunk=50)
+        huge = chosen_logprobs(tiny_model, rows * 1e3, tokens, chunk=50)  # the fallback too
+    plain = chosen_logprobs(tiny_model, rows.requires_grad_(True), tokens, chunk=50)
+    torch.testing.assert_close(buffered, plain.detach(), atol=1e-6, rtol=1e-6)
+    expected = unembed(tiny_model, rows.detach() * 1e3).float().log_softmax(-1).gather(-1, tokens)
+    torch.testing.assert_close(huge, expected, atol=1e-3, rtol=1e-5)

@@ -6,7 +6,8 @@ positions. Unembedding those positions in one matmul and a log-softmax builds a
 logit of 20 to the nearest 0.125. Here the logits are computed in fp32 from the unembedding's
 own weights, one vocabulary chunk at a time, with a running log-sum-exp, so the answer-scoring
 memory is [positions, chunk] whatever the vocabulary and the log-odds are fp32 whatever the
-model's dtype. Logit soft-capping (Gemma 2) is applied per chunk, as the model does.
+model's dtype. Logit soft-capping (Gemma 2) is applied per chunk, as the model does. When no
+gradient is wanted (sweeps) every chunk's logits are computed in place in one reused buffer.
 """
 
 from __future__ import annotations
@@ -38,6 +39,26 @@ def _logsumexp(logits: Tensor) -> Tensor:
     return logits.logsumexp(-1)
 
 
+def _buffered_logsumexp(
+    x: Tensor, rows: Tensor, bias: Tensor | None, cap: float | None, buffer: Tensor
+) -> Tensor:
+    """As :func:`_logsumexp` of ``x @ rows.T (+ bias)``, computed in ``buffer`` in place."""
+    logits = buffer[:, : rows.shape[0]]
+
+    def fill() -> Tensor:
+        torch.mm(x, rows.T, out=logits)
+        if bias is not None:
+            logits.add_(bias)
+        if cap:
+            logits.div_(cap).tanh_().mul_(cap)
+        return logits
+
+    total = fill().exp_().sum(-1)
+    if bool((torch.isfinite(total) & (total > 0)).all()):
+        return total.log()
+    return fill().logsumexp(-1)
+
+
 def chosen_logprobs(
     model: TransformerBridge, normed: Tensor, tokens: Tensor, chunk: int = VOCAB_CHUNK
 ) -> Tensor:
@@ -58,10 +79,17 @@ def chosen_logprobs(
     cap = logit_softcap(model)
     x = normed.float()
     lse = torch.full((x.shape[0],), -torch.inf, device=x.device)
+    reuse = not (torch.is_grad_enabled() and x.requires_grad) and weight.dtype == torch.float32
+    buffer = torch.empty((x.shape[0], chunk), device=x.device) if reuse else None
     for start in range(0, weight.shape[0], chunk):
-        logits = x @ weight[start : start + chunk].float().T
-        if bias is not None:
-            logits = logits + bias[start : start + chunk].float()
+        rows = weight[start : start + chunk]
+        chunk_bias = bias[start : start + chunk] if bias is not None else None
+        if buffer is not None:  # no gradient wanted: one buffer for every chunk's logits
+            lse = torch.logaddexp(lse, _buffered_logsumexp(x, rows, chunk_bias, cap, buffer))
+            continue
+        logits = x @ rows.float().T
+        if chunk_bias is not None:
+            logits = logits + chunk_bias.float()
         if cap:
             logits = torch.tanh(logits / cap) * cap
         lse = torch.logaddexp(lse, _logsumexp(logits))
