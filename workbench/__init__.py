@@ -69,6 +69,9 @@ _EXPORTS: dict[str, str] = {
     "GridSettings": "workbench.pipelines.grid",
     "run_grid": "workbench.pipelines.grid",
     "load_intervention": "workbench.steering.io",
+    "read_layer_tensors": "workbench.steering.imported",
+    "write_layer_tensors": "workbench.steering.imported",
+    "read_easyedit": "workbench.steering.imported",
     "ProjectedIntervention": "workbench.steering.projected",
     "AngularSteer": "workbench.steering.state",
     "AffineConceptEdit": "workbench.steering.state",
@@ -185,6 +188,7 @@ if TYPE_CHECKING:  # what a type checker and an editor see
     from workbench.steering.concept_vectors import concept_vector
     from workbench.steering.forms import Intervention, LocalWeightUpdate, LoRAUpdate, SteeringVector
     from workbench.steering.generation import generate
+    from workbench.steering.imported import read_easyedit, read_layer_tensors, write_layer_tensors
     from workbench.steering.io import load_intervention
     from workbench.steering.projected import ProjectedIntervention
     from workbench.steering.roles import TokenRoles
