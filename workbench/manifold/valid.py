@@ -112,6 +112,34 @@ def token_activations(
     return {h: torch.cat(p) for h, p in parts.items()}, np.concatenate(owners)
 
 
+def _append_batches(
+    store: ActivationStore,
+    model: TransformerBridge,
+    prompts: Sequence[str],
+    answers: Sequence[str] | None,
+    hooks: Sequence[str],
+    batch_size: int,
+    labels: Sequence[tuple[str, str | None, str]] | None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Each batch's token activations appended to ``store``; returns each row's text index."""
+    owners = []
+    steps = range(0, len(prompts), batch_size)
+    for start in tqdm(steps, desc="valid activations", disable=not progress, leave=False):
+        stop = start + batch_size
+        acts, owner = token_activations(
+            model,
+            prompts[start:stop],
+            None if answers is None else answers[start:stop],
+            hooks,
+            batch_size,
+            labels=None if labels is None else labels[start:stop],
+        )
+        store.append(acts)
+        owners.append(owner + start)
+    return np.concatenate(owners) if owners else np.zeros(0, dtype=np.int64)
+
+
 def stream_token_activations(
     model: TransformerBridge,
     prompts: Sequence[str],
@@ -130,23 +158,10 @@ def stream_token_activations(
     the cap (and one batch) in memory. Returns the closed store; its provenance names the
     model and hooks, and it records each row's text index (``text_index.npy``)."""
     store = ActivationStore.create(folder, hooks, memory_cap)
-    owners = []
-    steps = range(0, len(prompts), batch_size)
-    for start in tqdm(steps, desc="valid activations", disable=not progress, leave=False):
-        stop = start + batch_size
-        acts, owner = token_activations(
-            model,
-            prompts[start:stop],
-            None if answers is None else answers[start:stop],
-            hooks,
-            batch_size,
-            labels=None if labels is None else labels[start:stop],
-        )
-        store.append(acts)
-        owners.append(owner + start)
+    owner = _append_batches(store, model, prompts, answers, hooks, batch_size, labels, progress)
     text_index = Path(folder) / "text_index.npy"
     with replacing(text_index) as temporary, open(temporary, "wb") as handle:
-        np.save(handle, np.concatenate(owners) if owners else np.zeros(0, dtype=np.int64))
+        np.save(handle, owner)
     provenance = {
         "model": model_provenance(model).to_dict(),
         "hooks": list(hooks),
@@ -197,20 +212,7 @@ def collect_valid_activations(
     def gather(prompts, answers, labels) -> tuple[dict[str, Tensor], np.ndarray]:
         if sink is None:
             return token_activations(model, prompts, answers, hooks, batch_size, labels=labels)
-        owners = []
-        for start in range(0, len(prompts), batch_size):
-            stop = start + batch_size
-            rows, owner = token_activations(
-                model,
-                prompts[start:stop],
-                None if answers is None else answers[start:stop],
-                hooks,
-                batch_size,
-                labels=labels[start:stop],
-            )
-            sink.append(rows)
-            owners.append(owner + start)
-        return {}, np.concatenate(owners) if owners else np.zeros(0, dtype=np.int64)
+        return {}, _append_batches(sink, model, prompts, answers, hooks, batch_size, labels)
 
     chunks = []
     for source in sources:

@@ -191,11 +191,6 @@ def naive_sweep(
     )
 
 
-def sweep_key(model: TransformerBridge, pairs, intervention, grid, labels) -> str:
-    """Hash of everything that decides a sweep's numbers."""
-    return stable_hash(_describe(model, pairs, intervention, grid, labels))
-
-
 def _describe(model: TransformerBridge, pairs, intervention, grid, labels) -> dict:
     return {
         "engine_version": ENGINE_VERSION,
