@@ -1,4 +1,4 @@
-"""Write notebooks 02–05 from the cell sources below (run: python scripts/build_notebooks.py).
+"""Write notebooks 02–06 from the cell sources below (run: python scripts/build_notebooks.py).
 
 Each notebook runs top to bottom on the default model; with ``WORKBENCH_SMALL=1`` (set by the
 test suite) the same cells run on a tiny random model with small settings, so CI checks the
@@ -437,6 +437,58 @@ check: the cells above print these.
 ]
 
 
+NOTEBOOK_06 = [
+    (
+        "markdown",
+        """# 06 · The live explorer
+
+Runs a small study, then opens the explorer over its folder: move the concept, method, form,
+layer and m controls (or click a cell of the layer × m heatmap) and every view follows — the
+held-out pairs on the preference–utility plane (muted dots, the method's mean curve, the
+selected m ringed), balanced accuracy and answer mass beside the unsteered model, the best
+constant answer and a random direction at equal push, and, for the prompt in the text box, the
+steered continuation, its per-token projections on the concept direction and its steered states
+on a PCA (or UMAP) map of valid states. The live views run in a background thread with a
+progress bar, so other cells keep running. Any study folder (`workbench study`) or comparison
+folder (`workbench compare`) opens the same way: `Explorer(StudyData.load(folder), model)`.
+
+`WORKBENCH_SMALL=1` runs the cells on a tiny random model (numbers and text meaningless).""",
+    ),
+    ("code", setup()),
+    (
+        "code",
+        """from workbench.pipelines.study import StudySettings, run_study
+
+concept = "extraversion"  # a persona concept: Yes / No answers, so answer bias shows
+settings = StudySettings(
+    layer=LAYER if SMALL else None,  # None: the layer sweep chooses, on validation pairs
+    train_pairs=12 if SMALL else 24,
+    test_pairs=6 if SMALL else 12,
+    n_bootstrap=20 if SMALL else 200,
+    umap=not SMALL,
+)
+study = run_study(model, load_concept(concept), settings, out="runs/explorer", progress=False)
+folder = study.report.parent
+folder""",
+    ),
+    (
+        "code",
+        """from workbench.explorer import Explorer, StudyData
+
+prompt = "Do you enjoy big parties? Answer and explain."
+explorer = Explorer(StudyData.load(folder), model, prompt=prompt, max_new_tokens=8 if SMALL else 24)
+explorer""",
+    ),
+    ("markdown", "Controls move from code too (the views follow as when moved by hand):"),
+    (
+        "code",
+        """explorer.select(method="diff_of_means", form="vector", m=0.5)
+explorer.wait(timeout=300)
+explorer.data.scores(explorer.selection)""",
+    ),
+]
+
+
 def notebook(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
     """A notebook of the given (kind, source) cells, with stable cell ids."""
     built = nbformat.v4.new_notebook()
@@ -459,6 +511,7 @@ NOTEBOOK_CELLS = {
     "03_manifold_displacement.ipynb": NOTEBOOK_03,
     "04_split_comparison.ipynb": NOTEBOOK_04,
     "05_steering_failure.ipynb": NOTEBOOK_05,
+    "06_explorer.ipynb": NOTEBOOK_06,
 }
 
 

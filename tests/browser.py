@@ -1,21 +1,26 @@
-"""Open an HTML file in headless Chromium, as a person would, over the DevTools protocol.
+"""Open a page in headless Chromium, as a person would, over the DevTools protocol.
 
-Records every network request the page makes, every uncaught script error, what each plotly
-figure drew, and a full-page screenshot. Used by the report tests; needs the ``chromium``
-binary (Debian's ``chromium`` package, which ``.ci/run`` installs when it is missing).
+:func:`chromium_page` yields a :class:`DevToolsPage` that records every network request (and
+websocket) the page makes and every uncaught script error, evaluates script, waits for a
+condition, clicks and takes screenshots; :func:`visit` loads an HTML file and reports what each
+plotly figure drew. Used by the report and explorer tests; needs the ``chromium`` binary
+(Debian's ``chromium`` package, which ``.ci/run`` installs when it is missing).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import shutil
 import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import websocket
 
@@ -66,8 +71,82 @@ def chromium_binary() -> str | None:
     return None
 
 
-def visit(html: Path, screenshot: Path, timeout: float = 90.0) -> PageVisit:
-    """Load ``html`` in headless Chromium, wait for figures to render, and report."""
+class DevToolsPage:
+    """One page of a running Chromium, driven over its DevTools websocket."""
+
+    def __init__(self, socket: websocket.WebSocket) -> None:
+        self.socket = socket
+        self.requests: list[str] = []
+        self.errors: list[str] = []
+        self._counter = iter(range(1, 10_000_000))
+        self._loaded = False
+
+    def call(self, method: str, **params: Any) -> dict:
+        ident = next(self._counter)
+        self.socket.send(json.dumps({"id": ident, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.socket.recv())
+            if message.get("id") == ident:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+            self._observe(message)
+
+    def _observe(self, message: dict) -> None:
+        method, params = message.get("method"), message.get("params", {})
+        if method == "Network.requestWillBeSent":
+            self.requests.append(params["request"]["url"])
+        elif method == "Network.webSocketCreated":
+            self.requests.append(params["url"])
+        elif method == "Runtime.exceptionThrown":
+            details = params["exceptionDetails"]
+            self.errors.append(details.get("exception", {}).get("description") or details["text"])
+        elif method == "Page.loadEventFired":
+            self._loaded = True
+
+    def navigate(self, url: str, deadline: float) -> None:
+        self._loaded = False
+        self.call("Page.navigate", url=url)
+        while not self._loaded:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not finish loading")
+            self._observe(json.loads(self.socket.recv()))
+
+    def evaluate(self, expression: str) -> Any:
+        result = self.call(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"script failed: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float, what: str, poll: float = 0.5) -> Any:
+        """Evaluate ``expression`` until it is truthy; its value."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+            time.sleep(poll)
+
+    def click(self, x: float, y: float) -> None:
+        """A real left click at page coordinates (move, press, release)."""
+        self.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+
+    def screenshot(self, path: Path) -> Path:
+        shot = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(shot["data"]))
+        return path
+
+
+@contextlib.contextmanager
+def chromium_page(timeout: float = 90.0, size: str = "1280,900") -> Iterator[DevToolsPage]:
+    """A headless Chromium with one page, recording from the start; closed on exit."""
     binary = chromium_binary()
     if binary is None:
         raise FileNotFoundError("no chromium binary on PATH (install Debian's chromium)")
@@ -82,7 +161,7 @@ def visit(html: Path, screenshot: Path, timeout: float = 90.0) -> PageVisit:
                 "--disable-dev-shm-usage",
                 "--remote-debugging-port=0",
                 f"--user-data-dir={profile}",
-                "--window-size=1280,900",
+                f"--window-size={size}",
                 "--no-first-run",
                 "--disable-background-networking",
                 "--disable-component-update",
@@ -93,17 +172,28 @@ def visit(html: Path, screenshot: Path, timeout: float = 90.0) -> PageVisit:
             stderr=subprocess.DEVNULL,
         )
         try:
-            return _drive(Path(profile), html, screenshot, timeout)
-        finally:
-            process.terminate()
+            socket = _connect(Path(profile), time.monotonic() + timeout, timeout)
             try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+                page = DevToolsPage(socket)
+                for domain in ("Network", "Runtime", "Page"):
+                    page.call(f"{domain}.enable")
+                yield page
+            finally:
+                socket.close()
+        finally:
+            stop(process, timeout=10)
 
 
-def _drive(profile: Path, html: Path, screenshot: Path, timeout: float) -> PageVisit:
-    deadline = time.monotonic() + timeout
+def stop(process: subprocess.Popen, timeout: float) -> None:
+    """Terminate ``process``; kill it if it has not exited after ``timeout`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def _connect(profile: Path, deadline: float, timeout: float) -> websocket.WebSocket:
     port_file = profile / "DevToolsActivePort"
     while not port_file.is_file() or not port_file.read_text().strip():
         if time.monotonic() > deadline:
@@ -111,53 +201,21 @@ def _drive(profile: Path, html: Path, screenshot: Path, timeout: float) -> PageV
         time.sleep(0.1)
     port = port_file.read_text().split()[0]
     targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json").read())
-    page = next(t for t in targets if t["type"] == "page")
-    socket = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=timeout)
-    requests: list[str] = []
-    errors: list[str] = []
-    counter = iter(range(1, 1_000_000))
+    target = next(t for t in targets if t["type"] == "page")
+    return websocket.create_connection(target["webSocketDebuggerUrl"], timeout=timeout)
 
-    def call(method: str, **params):
-        ident = next(counter)
-        socket.send(json.dumps({"id": ident, "method": method, "params": params}))
-        while True:
-            message = json.loads(socket.recv())
-            if message.get("id") == ident:
-                if "error" in message:
-                    raise RuntimeError(f"{method}: {message['error']}")
-                return message.get("result", {})
-            _observe(message)
 
-    def _observe(message: dict) -> bool:
-        method = message.get("method")
-        if method == "Network.requestWillBeSent":
-            requests.append(message["params"]["request"]["url"])
-        elif method == "Runtime.exceptionThrown":
-            details = message["params"]["exceptionDetails"]
-            errors.append(details.get("exception", {}).get("description") or details["text"])
-        return method == "Page.loadEventFired"
-
-    try:
-        call("Network.enable")
-        call("Runtime.enable")
-        call("Page.enable")
-        call("Page.navigate", url=html.resolve().as_uri())
-        loaded = False
-        while not loaded:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{html} did not finish loading")
-            loaded = _observe(json.loads(socket.recv()))
+def visit(html: Path, screenshot: Path, timeout: float = 90.0) -> PageVisit:
+    """Load ``html`` in headless Chromium, wait for figures to render, and report."""
+    deadline = time.monotonic() + timeout
+    with chromium_page(timeout) as page:
+        page.navigate(html.resolve().as_uri(), deadline)
         figures: list[dict] = []
         while time.monotonic() < deadline:  # plotly draws after load; wait until it settles
-            result = call("Runtime.evaluate", expression=FIGURES_JS, returnByValue=True)
-            current = json.loads(result["result"]["value"])
+            current = json.loads(page.evaluate(FIGURES_JS))
             if current and current == figures and all(f["marks"] for f in current):
                 break
             figures = current
             time.sleep(0.5)
-        shot = call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-        screenshot.parent.mkdir(parents=True, exist_ok=True)
-        screenshot.write_bytes(base64.b64decode(shot["data"]))
-        return PageVisit(requests, errors, figures, screenshot)
-    finally:
-        socket.close()
+        shot = page.screenshot(screenshot)
+        return PageVisit(page.requests, page.errors, figures, shot)

@@ -2,10 +2,15 @@
 
 Unlike ``model.hooks(...)``, only the hooks added here are removed at exit, so scopes nest
 and compose with hooks that other code (or an enclosing scope) added.
+
+A scope holds the model's lock (:func:`model_lock`, re-entrant) from adding to removing, and its
+hooks act only in the thread that added them: work in a background thread (the explorer's) and
+a cell in the kernel's main thread never steer each other's forwards; the second waits.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -19,6 +24,24 @@ if TYPE_CHECKING:
 HookFn = Callable[..., object]
 # set on every block by TransformerBridge.forward for start_at_layer / stop_at_layer
 BRIDGE_BLOCK_STATE = ("_stop_at_layer_idx", "_start_at_layer_idx", "_start_residual")
+LOCK_ATTRIBUTE = "_workbench_lock"
+
+
+def model_lock(model: TransformerBridge) -> threading.RLock:
+    """The model's re-entrant lock: held by every hook scope and block-skipping forward.
+    (Kept in the model's ``__dict__``: ``dict.setdefault`` is atomic, so no guard lock is
+    needed, which an interrupt could leave held.)"""
+    return model.__dict__.setdefault(LOCK_ATTRIBUTE, threading.RLock())
+
+
+def _owned(fn: HookFn) -> HookFn:
+    """``fn`` acting only in the thread that adds it (elsewhere it leaves the tensor alone)."""
+    owner = threading.get_ident()
+
+    def hook(tensor, *args, **kwargs):
+        return fn(tensor, *args, **kwargs) if threading.get_ident() == owner else None
+
+    return hook
 
 
 @contextmanager
@@ -33,19 +56,20 @@ def scoped_hooks(model: TransformerBridge, hooks: Sequence[tuple[str, HookFn]]) 
         check_hook_names(model, [name for name, _ in hooks])
     added: list[tuple[HookPoint, set[int]]] = []
     pending: tuple[HookPoint, set[int]] | None = None
-    try:
-        for name, fn in hooks:
-            point = model.hook_dict[name]
-            pending = (point, set(point._forward_hooks))
-            point.add_hook(fn, dir="fwd")
-            added.append((point, set(point._forward_hooks) - pending[1]))
-            pending = None
-        yield
-    finally:
-        if pending is not None:  # interrupted while adding: whatever is new there is ours
-            added.append((pending[0], set(pending[0]._forward_hooks) - pending[1]))
-        for point, keys in reversed(added):
-            _remove_forward_hooks(point, keys)
+    with model_lock(model):
+        try:
+            for name, fn in hooks:
+                point = model.hook_dict[name]
+                pending = (point, set(point._forward_hooks))
+                point.add_hook(_owned(fn), dir="fwd")
+                added.append((point, set(point._forward_hooks) - pending[1]))
+                pending = None
+            yield
+        finally:
+            if pending is not None:  # interrupted while adding: whatever is new there is ours
+                added.append((pending[0], set(pending[0]._forward_hooks) - pending[1]))
+            for point, keys in reversed(added):
+                _remove_forward_hooks(point, keys)
 
 
 def _remove_forward_hooks(point: HookPoint, keys: set[int]) -> None:
@@ -63,10 +87,12 @@ def _remove_forward_hooks(point: HookPoint, keys: set[int]) -> None:
 
 def reset_model_state(model: TransformerBridge) -> None:
     """Make ``model`` usable again after an interrupted forward or hook scope: remove every
-    non-permanent hook and clear the bridge's per-block start/stop state (left set when a
-    ``start_at_layer`` / ``stop_at_layer`` forward is interrupted before its own cleanup)."""
+    non-permanent hook, clear the bridge's per-block start/stop state (left set when a
+    ``start_at_layer`` / ``stop_at_layer`` forward is interrupted before its own cleanup) and
+    give it a fresh lock."""
     model.reset_hooks(including_permanent=False)
     _clear_block_state(model)
+    model.__dict__[LOCK_ATTRIBUTE] = threading.RLock()  # an interrupted scope may hold the old
 
 
 @contextmanager

@@ -143,6 +143,7 @@ class StudyRun:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     shift: ActivationShift | None = None
     token_views: TokenViews | None = None
+    layer_vectors: dict[int, SteeringVector] = field(default_factory=dict)
 
 
 @dataclass
@@ -190,7 +191,7 @@ def run_study(
     stage("fits")
     run.tables["fits"] = _fits(run.tables["sweeps"])
     stage("layer × m")
-    run.tables["layer_sweeps"] = _layer_sweeps(
+    run.tables["layer_sweeps"], run.layer_vectors = _layer_sweeps(
         model, train, test, run.layer, settings, out, progress
     )
     stage("displacement")
@@ -348,15 +349,18 @@ def _write(run: StudyRun, out: Path, report: Report, diffmean, seconds: float) -
     for name, table in run.tables.items():
         write_table(table, out / "tables" / f"{name}.csv")
     model = model_provenance(run.model).to_dict()
-    diffmean.save(
-        out / "artefacts" / f"{safe_stem(run.concept)}-diff_of_means-vector-L{run.layer}",
-        {
-            "model": model,
-            "method": "diff_of_means",
-            "dataset_hash": run.pairs.content_hash(),
-            "seed": run.settings.seed,
-        },
-    )
+    # the chosen layer's DiffMean (the one every method was compared with) and the heatmap's
+    vectors = {**run.layer_vectors, run.layer: diffmean}
+    for layer, vector in sorted(vectors.items()):
+        vector.save(
+            out / "artefacts" / f"{safe_stem(run.concept)}-diff_of_means-vector-L{layer}",
+            {
+                "model": model,
+                "method": "diff_of_means",
+                "dataset_hash": run.pairs.content_hash(),
+                "seed": run.settings.seed,
+            },
+        )
     made = {
         "model": model,
         "concept": run.concept,
@@ -388,8 +392,9 @@ def _fits(sweeps: pd.DataFrame) -> pd.DataFrame:
 
 def _layer_sweeps(
     model: TransformerBridge, train, test, chosen, settings, out, progress
-) -> pd.DataFrame:
-    """DiffMean at a few layers (evenly spaced, with the chosen one), swept on a few pairs."""
+) -> tuple[pd.DataFrame, dict[int, SteeringVector]]:
+    """DiffMean at a few layers (evenly spaced, with the chosen one), swept on a few pairs;
+    the table and the vectors."""
     n_layers = model.cfg.n_layers
     spaced = np.linspace(0, n_layers - 1, settings.heatmap_layers).round().astype(int).tolist()
     layers = sorted(set(spaced) | {chosen})
@@ -409,4 +414,4 @@ def _layer_sweeps(
                 progress=False,
             )
         )
-    return pd.concat(tables, ignore_index=True)
+    return pd.concat(tables, ignore_index=True), {k: vectors[k, DEFAULT_EXTRACTOR] for k in layers}
