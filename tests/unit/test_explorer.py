@@ -195,5 +195,21 @@ def test_umap_map_of_valid_states(data, tiny_llama):
     live = LiveModel(tiny_llama, data, n_valid=24)
     view = live.view(Selection("extraversion", "sft", "vector", 1, 1.0), "Hi", 3, kind="umap")
     assert view.map_kind == "umap" and view.valid_map.shape[1] == 2
-    assert view.steered_map.shape == (len(view.tokens) - 1, 2)  # every token but BOS
+    assert view.steered_map.shape == (len(view.tokens), 2)  # one state per projected token
     assert np.isfinite(view.steered_map).all()
+
+
+def test_a_comparison_folder_opens_too(tmp_path, tiny_llama):
+    arguments = ["compare", "--model", "tiny-llama", "--concepts", "optimism", "--forms"]
+    arguments += ["vector", "--seeds", "0", "1", "--epochs", "1", "--layer", "1"]
+    arguments += ["--train-pairs", "12", "--test-pairs", "6", "--bootstrap", "10"]
+    assert cli.main([*arguments, "--out", str(tmp_path)]) == 0
+    data = StudyData.load(next(tmp_path.glob("compare-*")))
+    assert data.concepts() == ["optimism"] and {"sft", "split"} <= set(data.methods("optimism"))
+    selection = Selection("optimism", "split", "vector", 1, 1.0)
+    assert data.scores(selection).loc["selected", "n_pairs"] == 6  # two seeds, six pairs
+    assert "seed0" in data.intervention_path(selection).name  # live views: the lowest seed
+    explorer = Explorer(data, tiny_llama, prompt="Will tomorrow go well?", max_new_tokens=3)
+    explorer.select(method="split")
+    explorer.wait(timeout=120.0)
+    assert "drawn for optimism · split · vector · layer 1" in explorer.status.value

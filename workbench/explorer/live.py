@@ -120,7 +120,8 @@ class LiveModel:
         return self._maps[hook, kind]
 
     def _states(self, texts: list[str], hook: str, steer) -> np.ndarray:
-        """Every real token's state at ``hook`` (BOS left out), steered by ``steer``."""
+        """Every text token's state at ``hook`` (the prompt mask: no BOS, no padding), steered
+        by ``steer``."""
         from workbench.steering.apply import steering
         from workbench.steering.roles import TokenRoles
 
@@ -130,7 +131,4 @@ class LiveModel:
         layer = int(hook.split(".")[1])
         with torch.no_grad(), steering(self.model, steer, TokenRoles.from_batch(batch)):
             cache = run_batch_with_cache(self.model, batch, [hook], layer + 1)
-        mask = batch.prompt_mask.clone()
-        if bos:
-            mask[:, 0] = False
-        return cache[hook][mask].float().cpu().numpy()
+        return cache[hook][batch.prompt_mask].float().cpu().numpy()
