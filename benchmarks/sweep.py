@@ -3,17 +3,19 @@
 Default: the default packaged model, a 9-point multiplier grid, 32 pairs of a sentence concept
 (`sentiment`: free-text answers) and of a persona-format concept (`extraversion`: a question and
 " Yes" / " No"), a DiffMean steering vector at the block output of a mid-depth block. For each
-concept it prints both timings, their ratio, scored tokens per second and the largest difference
-between the two tables (they must agree); then the process's peak memory during the engine's
-sweeps against the model's own size (parameters and buffers). Runs on a GPU unchanged.
+concept it prints both timings (the median of ``--repeats`` runs each, with their range: the
+machines are shared), the ratio of the medians, scored tokens per second and the largest
+difference between the two tables (they must agree); then the process's peak memory during the
+engine's sweeps against the model's own size (parameters and buffers). Runs on a GPU unchanged.
 
-    .venv/bin/python benchmarks/sweep.py [--model NAME] [--pairs 32] [--layer L]
+    .venv/bin/python benchmarks/sweep.py [--model NAME] [--pairs 32] [--layer L] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
+import statistics
 import time
 
 import torch
@@ -48,6 +50,22 @@ def timed(device, fn, *args, **kwargs):
     return result, time.perf_counter() - start
 
 
+def repeated(device, repeats: int, fn, *args, **kwargs):
+    """The first run's result and the seconds of each of ``repeats`` runs."""
+    result, seconds = None, []
+    for _ in range(repeats):
+        value, took = timed(device, fn, *args, **kwargs)
+        result = value if result is None else result
+        seconds.append(took)
+    return result, seconds
+
+
+def spread(seconds: list[float]) -> str:
+    return (
+        f"median {statistics.median(seconds):7.1f} s (range {min(seconds):.1f}–{max(seconds):.1f})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="gemma-3-270m")
@@ -56,6 +74,7 @@ def main() -> None:
     parser.add_argument("--layer", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-rows", type=int, default=96)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each, median")
     args = parser.parse_args()
 
     before_gib = rss_gib()  # torch and the libraries, before any weight
@@ -78,7 +97,9 @@ def main() -> None:
         subset = pairs.test[: args.pairs]
         run_sweep(model, subset[:2], vector, GRID, progress=False)  # warm-up, and the check
         options = dict(batch_size=args.batch_size, max_rows=args.max_rows, progress=False)
-        fast, engine[concept] = timed(device, run_sweep, model, subset, vector, GRID, **options)
+        fast, engine[concept] = repeated(
+            device, args.repeats, run_sweep, model, subset, vector, GRID, **options
+        )
         runs[concept] = (subset, vector, fast)
     sweep_gib = peak_rss_gib()
     for concept, (subset, vector, fast) in runs.items():
@@ -87,14 +108,17 @@ def main() -> None:
             for p in subset
             for a in (p.positive, p.negative)
         ) * len(GRID)
-        slow, naive[concept] = timed(device, naive_sweep, model, subset, vector, GRID)
+        slow, naive[concept] = repeated(
+            device, args.repeats, naive_sweep, model, subset, vector, GRID
+        )
         gap = float((fast[COLUMNS] - slow[COLUMNS]).abs().max().max())
+        slow_s, fast_s = statistics.median(naive[concept]), statistics.median(engine[concept])
         print(
             f"{concept}: {len(subset)} pairs x {len(GRID)} multipliers x 2 answers "
-            f"({tokens} tokens scored)\n"
-            f"  naive loop:   {naive[concept]:8.1f} s  {tokens / naive[concept]:9.0f} tokens/s\n"
-            f"  sweep engine: {engine[concept]:8.1f} s  {tokens / engine[concept]:9.0f} tokens/s\n"
-            f"  speed-up: {naive[concept] / engine[concept]:.2f}x   max |difference| in L_p, "
+            f"({tokens} tokens scored), {args.repeats} runs each\n"
+            f"  naive loop:   {spread(naive[concept])}  {tokens / slow_s:9.0f} tokens/s\n"
+            f"  sweep engine: {spread(engine[concept])}  {tokens / fast_s:9.0f} tokens/s\n"
+            f"  speed-up (medians): {slow_s / fast_s:.2f}x   max |difference| in L_p, "
             f"L_n, PrefOdds, UtilOdds: {gap:.2e}"
         )
     used = sweep_gib - before_gib

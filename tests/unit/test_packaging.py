@@ -94,3 +94,19 @@ def test_the_gpu_benchmark_runs_at_a_tiny_size_on_cpu():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "tokens/s" in done.stdout and "overhead" in done.stdout and "steps/s" in done.stdout
+
+
+def test_the_sweep_benchmark_runs_at_a_tiny_size():
+    """The sweep benchmark's figures are in the README; this keeps the script working."""
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "sweep.py"
+    arguments = ["--model", "tiny-llama", "--concepts", "extraversion", "--pairs", "2"]
+    done = subprocess.run(
+        [sys.executable, str(script), *arguments, "--repeats", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 runs each" in done.stdout and "speed-up (medians)" in done.stdout
+    gap = float(done.stdout.split("UtilOdds: ")[1].split()[0])
+    assert gap < 1e-3  # the engine and the naive loop agree
