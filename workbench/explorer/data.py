@@ -210,9 +210,9 @@ def _rows(folder: Path) -> pd.DataFrame:
         if missing:
             raise ArtefactError(f"{path}: missing columns {missing}")
         table = table[table["split"] == "test"]
-        keys = set(table[list(KEYS)].itertuples(index=False, name=None))
-        fresh = table[[k not in seen for k in table[list(KEYS)].itertuples(index=False, name=None)]]
-        seen |= keys
+        keys = list(table[list(KEYS)].itertuples(index=False, name=None))
+        fresh = table[[k not in seen for k in keys]]
+        seen |= set(keys)
         tables.append(fresh.assign(table=path.name))
     rows = pd.concat(tables, ignore_index=True)
     rows["layer"] = rows["layer"].astype(int)

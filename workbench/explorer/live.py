@@ -22,11 +22,12 @@ from workbench.errors import ConfigError
 from workbench.explorer.data import Selection, StudyData
 from workbench.hooks.forward import run_batch_with_cache
 from workbench.hooks.sites import site_hooks
-from workbench.manifold.embedding import token_projections
 from workbench.models.loading import check_made_for, model_device, model_provenance
+from workbench.steering.apply import steering
 from workbench.steering.forms import Intervention, SteeringVector
 from workbench.steering.generation import generate
 from workbench.steering.io import load_intervention
+from workbench.steering.roles import TokenRoles
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -96,12 +97,13 @@ class LiveModel:
         text = prompt + continuation
         if direction is None:  # no DiffMean there: project on the first principal axis instead
             direction = torch.as_tensor(self._map(hook, "pca")[0].components_[0])  # type: ignore[attr-defined]
-        tokens, values = token_projections(self.model, [text], direction, hook, steer)
         reducer, valid_map = self._map(hook, kind)
-        states = self._states([text], hook, steer)
+        tokens, states = self._states([text], hook, steer)  # one steered forward for both views
+        unit = direction.double() / direction.double().norm()
+        projections = (torch.as_tensor(states, dtype=torch.float64) @ unit).numpy()
         steered = reducer.transform(states)  # type: ignore[attr-defined]
         return LiveView(
-            selection, prompt, continuation, tokens[0], values[0], valid_map, steered, kind, hook
+            selection, prompt, continuation, tokens, projections, valid_map, steered, kind, hook
         )
 
     def _map(self, hook: str, kind: MapKind) -> tuple[object, np.ndarray]:
@@ -109,7 +111,7 @@ class LiveModel:
         if kind not in MAP_KINDS:
             raise ConfigError(f"unknown map {kind!r}; choose one of {MAP_KINDS}")
         if (hook, kind) not in self._maps:
-            states = self._states(neutral_sentences()[: self.n_valid], hook, [])
+            states = self._states(neutral_sentences()[: self.n_valid], hook, [])[1]
             if kind == "pca":
                 reducer: object = PCA(n_components=2, random_state=0).fit(states)
             else:
@@ -119,16 +121,15 @@ class LiveModel:
             self._maps[hook, kind] = (reducer, reducer.transform(states))  # type: ignore[attr-defined]
         return self._maps[hook, kind]
 
-    def _states(self, texts: list[str], hook: str, steer) -> np.ndarray:
-        """Every text token's state at ``hook`` (the prompt mask: no BOS, no padding), steered
-        by ``steer``."""
-        from workbench.steering.apply import steering
-        from workbench.steering.roles import TokenRoles
-
+    def _states(self, texts: list[str], hook: str, steer) -> tuple[list[str], np.ndarray]:
+        """Every text token (the prompt mask: no BOS, no padding) and its state at ``hook``,
+        steered by ``steer``, over all ``texts`` in order."""
         bos = model_provenance(self.model).prepend_bos
         batch = encode_texts(self.model.tokenizer, texts, prepend_bos=bos)
         batch = batch.to(model_device(self.model))
         layer = int(hook.split(".")[1])
         with torch.no_grad(), steering(self.model, steer, TokenRoles.from_batch(batch)):
             cache = run_batch_with_cache(self.model, batch, [hook], layer + 1)
-        return cache[hook][batch.prompt_mask].float().cpu().numpy()
+        ids = batch.input_ids[batch.prompt_mask].tolist()
+        tokens = [self.model.tokenizer.decode([i]) for i in ids]
+        return tokens, cache[hook][batch.prompt_mask].float().cpu().numpy()
