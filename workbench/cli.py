@@ -32,11 +32,27 @@ class ComparisonDefaults:
     concepts = ("extraversion", "optimism")
 
 
+def _progress_options() -> argparse.ArgumentParser:
+    """``--progress`` and ``--quiet``, taken by every command (:mod:`workbench.progress`)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--progress",
+        choices=("auto", "bars", "lines", "quiet"),
+        default="auto",
+        help="bars on a terminal, plain timestamped lines otherwise (auto, the default)",
+    )
+    common.add_argument("--quiet", action="store_true", help="no progress output")
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    common = _progress_options()
     study = commands.add_parser(
-        "study", help="the whole pipeline on one concept, ending in one HTML report"
+        "study",
+        parents=[common],
+        help="the whole pipeline on one concept, ending in one HTML report",
     )
     study.add_argument(
         "--concept", default=DEFAULT_CONCEPT, help=f"one of {shipped_concepts()} or a pair file"
@@ -62,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--out", type=Path, default=Path("runs"), help="where results are written")
     study.add_argument("--numerics", choices=("raw", "compatibility"), default="raw")
     curves = commands.add_parser(
-        "curves", help="sweep DiffMean vectors, fit preference/utility curves, report R²"
+        "curves",
+        parents=[common],
+        help="sweep DiffMean vectors, fit preference/utility curves, report R²",
     )
     curves.add_argument("--concepts", nargs="+", default=["sentiment", "formality"])
     curves.add_argument("--model", default=DEFAULT_MODEL)
@@ -73,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     curves.add_argument("--seed", type=int, default=0)
     curves.add_argument("--out", type=Path, default=Path("runs"))
     manifold = commands.add_parser(
-        "manifold", help="off-manifold displacement of DiffMean steering vs the utility drop"
+        "manifold",
+        parents=[common],
+        help="off-manifold displacement of DiffMean steering vs the utility drop",
     )
     manifold.add_argument("--concepts", nargs="+", default=["sentiment", "formality"])
     manifold.add_argument("--model", default=DEFAULT_MODEL)
@@ -86,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     manifold.add_argument("--out", type=Path, default=Path("runs"))
     claim = commands.add_parser(
         "claim",
+        parents=[common],
         help="the designed manifold-claim test: matched push, controlled off-manifold share",
     )
     claim.add_argument("--concepts", nargs="+", default=["sentiment", "extraversion"])
@@ -101,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     claim.add_argument("--seed", type=int, default=0)
     claim.add_argument("--out", type=Path, default=Path("runs"))
     compare = commands.add_parser(
-        "compare", help="DiffMean, random, SFT, SPLIT and SPLIT projected, for each form"
+        "compare",
+        parents=[common],
+        help="DiffMean, random, SFT, SPLIT and SPLIT projected, for each form",
     )
     compare.add_argument("--concepts", nargs="+", default=list(ComparisonDefaults.concepts))
     compare.add_argument("--model", default=DEFAULT_MODEL)
@@ -120,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--bootstrap", type=int, default=1000)
     compare.add_argument("--out", type=Path, default=Path("runs"))
     baseline = commands.add_parser(
-        "baseline", help="the unsteered model on each concept: accuracy beside its baselines"
+        "baseline",
+        parents=[common],
+        help="the unsteered model on each concept: accuracy beside its baselines",
     )
     baseline.add_argument("--concepts", nargs="+", default=shipped_concepts())
     baseline.add_argument("--model", default=DEFAULT_MODEL)
@@ -128,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.add_argument("--prompt-style", default="auto", help="auto, plain, cue or chat")
     baseline.add_argument("--split", default="all", help="train, test or all")
     grid = commands.add_parser(
-        "grid", help="concepts x layers x methods x forms x seeds as Ray tasks, one shard a cell"
+        "grid",
+        parents=[common],
+        help="concepts x layers x methods x forms x seeds as Ray tasks, one shard a cell",
     )
     grid.add_argument("--model", default=DEFAULT_MODEL)
     grid.add_argument("--concepts", nargs="+", default=["sentiment"])
@@ -144,12 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--address", default=None, help="a Ray cluster (default: local ray.init())")
     grid.add_argument("--retries", type=int, default=3, help="retries of a killed cell's task")
     grid.add_argument("--out", type=Path, default=Path("runs/grid"))
-    commands.add_parser("models", help="list the models that load without network")
+    commands.add_parser(
+        "models", parents=[common], help="list the models that load without network"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from workbench.progress import configure
+
+    configure("quiet" if args.quiet else args.progress)
     if args.command == "models":
         from workbench.models.loading import available_models
 
@@ -262,6 +294,7 @@ def _model_options(args: argparse.Namespace) -> dict:
 
 
 def _study(args: argparse.Namespace) -> int:
+    from workbench.analysis_cache import AnalysisCache
     from workbench.artefacts import safe_stem
     from workbench.data.concepts import load_concept
     from workbench.models.loading import load_model
@@ -289,7 +322,7 @@ def _study(args: argparse.Namespace) -> int:
     model_name = safe_stem(args.model.replace("/", "_"))
     out = args.out / f"study-{safe_stem(name)}-{model_name}"
     print(f"[workbench] study of {dataset!r} on {args.model} -> {out}/", file=sys.stderr)
-    result = run_study(model, dataset, settings, out)
+    result = run_study(model, dataset, settings, out, cache=AnalysisCache(args.out / "cache"))
     print(
         f"model {args.model}, concept {name!r}, layer {result.layer}; held-out pairs at the "
         f"trained m = 1:\n"
@@ -396,6 +429,7 @@ def _claim(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from workbench.analysis_cache import AnalysisCache
     from workbench.data.concepts import load_concept
     from workbench.models.loading import load_model
     from workbench.pipelines.compare import FILES, compare_methods
@@ -422,7 +456,7 @@ def _compare(args: argparse.Namespace) -> int:
     model = load_model(args.model, **_model_options(args))
     _check_layer(args, model)
     out = args.out / f"compare-{args.model.replace('/', '_')}"
-    report = compare_methods(model, config, out)
+    report = compare_methods(model, config, out, AnalysisCache(args.out / "cache"))
     report.write(out, model)
     print(report.describe(args.model) + f"\ntables: {out}/ ({', '.join(FILES)}, training_*.csv)")
     return 0

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from workbench.artefacts import load_artefact, save_artefact
 from workbench.data.encoding import EncodedBatch, encode_pairs
@@ -34,6 +33,7 @@ from workbench.errors import ConfigError, HookNameError
 from workbench.hooks.forward import run_batch_with_cache
 from workbench.hooks.names import check_hook_names, stop_layer_for
 from workbench.models.loading import model_device, model_provenance
+from workbench.progress import bar
 from workbench.provenance import Provenance, stable_hash
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ def capture_activations(
     chunks: dict[str, list[Tensor]] = {name: [] for name in hook_names}
     rows = _Rows()
     steps = [(side, start) for side in sides for start in range(0, len(pairs), batch_size)]
-    for side, start in tqdm(steps, desc="activations", disable=not progress, leave=False):
+    for side, start in bar(steps, desc="activations", enabled=progress):
         batch_pairs = pairs[start : start + batch_size]
         encoded = encode_pairs(
             model.tokenizer,

@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Categorical
-from tqdm.auto import tqdm
 
 from workbench.data.encoding import encode_pairs
 from workbench.data.pairs import ContrastPair
@@ -41,6 +40,7 @@ from workbench.hooks.names import hook_layer, resid_post
 from workbench.manifold.estimator import ActivationManifold
 from workbench.measure.sweeps import row_keys
 from workbench.models.loading import model_device, model_provenance
+from workbench.progress import bar
 from workbench.steering.apply import steering
 from workbench.steering.forms import Intervention
 from workbench.steering.roles import TokenRoles
@@ -97,7 +97,7 @@ def displacement_table(
     prepend_bos = model_provenance(model).prepend_bos
     rows = []
     steps = [(s, i) for s in sides for i in range(0, len(pairs), batch_size)]
-    for side, start in tqdm(steps, desc="displacement", disable=not progress, leave=False):
+    for side, start in bar(steps, desc="displacement", enabled=progress):
         batch_pairs = list(pairs[start : start + batch_size])
         batch = encode_pairs(model.tokenizer, batch_pairs, side, prepend_bos=prepend_bos).to(device)
         roles = TokenRoles.from_batch(batch)

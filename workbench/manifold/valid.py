@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from workbench.atomic import file_sha256, replacing
 from workbench.data.concepts import neutral_sentences
@@ -34,6 +33,7 @@ from workbench.hooks.forward import run_batch_with_cache
 from workbench.hooks.names import check_hook_names, stop_layer_for
 from workbench.manifold.estimator import ActivationManifold
 from workbench.models.loading import model_device, model_provenance
+from workbench.progress import bar
 from workbench.steering.generation import generate
 from workbench.store import ActivationStore
 
@@ -94,7 +94,8 @@ def token_activations(
     prepend_bos = model_provenance(model).prepend_bos
     parts: dict[str, list[Tensor]] = {h: [] for h in hooks}
     owners = []
-    for start in tqdm(range(0, len(prompts), batch_size), disable=not progress, leave=False):
+    starts = range(0, len(prompts), batch_size)
+    for start in bar(starts, desc="valid activations", enabled=progress):
         batch = encode_texts(
             model.tokenizer,
             list(prompts[start : start + batch_size]),
@@ -125,7 +126,7 @@ def _append_batches(
     """Each batch's token activations appended to ``store``; returns each row's text index."""
     owners = []
     steps = range(0, len(prompts), batch_size)
-    for start in tqdm(steps, desc="valid activations", disable=not progress, leave=False):
+    for start in bar(steps, desc="valid activations", enabled=progress):
         stop = start + batch_size
         acts, owner = token_activations(
             model,
@@ -182,6 +183,7 @@ def collect_valid_activations(
     batch_size: int = 16,
     store: str | Path | None = None,
     memory_cap: int | None = None,
+    progress: bool = False,
 ) -> TokenActivations:
     """Token activations of valid text from the chosen sources, with a calibration split.
 
@@ -211,8 +213,12 @@ def collect_valid_activations(
 
     def gather(prompts, answers, labels) -> tuple[dict[str, Tensor], np.ndarray]:
         if sink is None:
-            return token_activations(model, prompts, answers, hooks, batch_size, labels=labels)
-        return {}, _append_batches(sink, model, prompts, answers, hooks, batch_size, labels)
+            return token_activations(
+                model, prompts, answers, hooks, batch_size, labels=labels, progress=progress
+            )
+        return {}, _append_batches(
+            sink, model, prompts, answers, hooks, batch_size, labels, progress
+        )
 
     chunks = []
     for source in sources:

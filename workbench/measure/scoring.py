@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from workbench.data.encoding import encode_pairs
 from workbench.data.pairs import ContrastPair
 from workbench.hooks.forward import logits_answer_logprob_sums
 from workbench.models.loading import model_device, model_provenance
+from workbench.progress import bar
 from workbench.steering.apply import Multiplier, steering
 from workbench.steering.forms import Intervention
 from workbench.steering.roles import TokenRoles
@@ -41,7 +41,7 @@ def answer_logprobs(
     device = model_device(model)
     totals, lengths = [], []
     starts = range(0, len(pairs), batch_size)
-    for start in tqdm(starts, desc=f"log P({side})", disable=not progress, leave=False):
+    for start in bar(starts, desc=f"log P({side})", enabled=progress):
         batch = encode_pairs(
             model.tokenizer,
             pairs[start : start + batch_size],

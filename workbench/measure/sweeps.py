@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from workbench.data.pairs import ContrastPair, PairDataset
 from workbench.errors import ConfigError
@@ -43,9 +42,11 @@ from workbench.measure.log_odds import preference_utility
 from workbench.measure.scoring import answer_logprobs
 from workbench.measure.sweep_cache import SweepCache, merge
 from workbench.models.loading import model_device, model_provenance
+from workbench.progress import bar
 from workbench.provenance import stable_hash
 from workbench.steering.forms import Intervention
 from workbench.steering.paired import encode_paired, paired_logprobs, start_inputs
+from workbench.steering.prefixes import PrefixCache
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -76,6 +77,7 @@ def run_sweep(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     verify: bool | None = None,
+    prefixes: PrefixCache | None = None,
 ) -> pd.DataFrame:
     """Sweep ``intervention`` over ``multipliers`` on ``pairs``; returns the tidy table.
 
@@ -84,7 +86,9 @@ def run_sweep(
     ``verify`` checks, on the first batch, that skipping the blocks before the intervention
     gives the same losses as running them (it always has, for the architectures tested): None
     (the default) checks once per model and layer, True on every sweep, False never. Pairs are
-    batched in order of length (less padding); the table keeps the input order.
+    batched in order of length (less padding); the table keeps the input order. ``prefixes``
+    (a :class:`~workbench.steering.prefixes.PrefixCache`) shares the states entering the
+    intervention's block with other sweeps and trainings on the same pairs.
     """
     pairs = list(pairs)
     if not pairs:
@@ -110,10 +114,12 @@ def run_sweep(
     todo = sorted((p for p in pairs if p.id not in rows), key=_text_length)
     check = _needs_check(model, intervention, verify)
     starts = range(0, len(todo), batch_size)
-    for index, start in enumerate(tqdm(starts, desc="sweep", disable=not progress, leave=False)):
+    split = pairs[0].split or "pairs"
+    desc = f"sweep {labels.method or 'unsteered'} on {split} pairs (batches)"
+    for index, start in enumerate(bar(starts, desc=desc, enabled=progress)):
         batch_pairs = todo[start : start + batch_size]
         losses = _batch_losses(
-            model, batch_pairs, intervention, grid, max_rows, verify=check and index == 0
+            model, batch_pairs, intervention, grid, max_rows, check and index == 0, prefixes
         )
         if check and index == 0 and intervention is not None:
             _checked(model).add(intervention.layer)
@@ -224,7 +230,7 @@ def _grid(multipliers: Sequence[float]) -> tuple[float, ...]:
 
 
 @torch.no_grad()
-def _batch_losses(model: TransformerBridge, pairs, intervention, grid, max_rows, verify):
+def _batch_losses(model: TransformerBridge, pairs, intervention, grid, max_rows, verify, prefixes):
     """Losses and lengths, each [len(grid), len(pairs)], for one batch of pairs (the paired
     forward of :mod:`workbench.steering.paired`, chunks of multipliers batched together)."""
     paired = encode_paired(
@@ -236,7 +242,7 @@ def _batch_losses(model: TransformerBridge, pairs, intervention, grid, max_rows,
     )
     n, rows = len(pairs), paired.sides * len(pairs)  # forward rows per multiplier
     start = intervention.layer if intervention is not None else 0
-    inputs = start_inputs(model, paired, start)
+    inputs = start_inputs(model, paired, start, prefixes)
     per_chunk = max(1, max_rows // rows)
     logprobs = torch.zeros(len(grid), 2, n, dtype=torch.float64)
     pushes = torch.zeros(len(grid), rows, dtype=torch.float64)

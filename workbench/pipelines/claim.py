@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from workbench.atomic import write_table
 from workbench.data.chat import format_prompts
@@ -42,6 +41,7 @@ from workbench.manifold.mixtures import matched_push_family
 from workbench.manifold.selection import best_estimates, estimate_comparison
 from workbench.manifold.valid import TokenActivations, collect_valid_activations
 from workbench.measure.sweeps import SweepLabels, run_sweep
+from workbench.progress import bar
 from workbench.report.figures import claim_figure
 from workbench.steering.concept_vectors import concept_vector
 from workbench.steering.projected import ManifoldProjection
@@ -189,7 +189,7 @@ def _concept_claim(model, concept, raw, settings: ClaimSettings, cache_dir, prog
     )
     steered = [m for m in settings.multipliers if m != 0]
     sweeps, tables = [], []
-    for member in tqdm(family, desc=f"claim {concept}", disable=not progress, leave=False):
+    for member in bar(family, desc=f"claim {concept}", enabled=progress):
         labels = SweepLabels(method=member.name, seed=settings.seed)
         options: dict[str, Any] = dict(batch_size=settings.batch_size, progress=False)
         sweep = run_sweep(

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from workbench.analysis_cache import AnalysisCache
 from workbench.atomic import write_table, write_text
 from workbench.measure.frontier import frontier_differences, frontier_table
 from workbench.models.loading import model_provenance
@@ -90,11 +91,15 @@ class ComparisonReport:
 
 
 def compare_methods(
-    model: TransformerBridge, config: ComparisonConfig, out: Path
+    model: TransformerBridge,
+    config: ComparisonConfig,
+    out: Path,
+    cache: AnalysisCache | None = None,
 ) -> ComparisonReport:
-    """Run the comparison (artefacts and sweeps cached under ``out``) and summarise it."""
+    """Run the comparison (artefacts and sweeps cached under ``out``; the layer sweep, site
+    scales and valid activations in ``cache``) and summarise it."""
     started = time.perf_counter()
-    comparison = run_comparison(model, config, out_dir=out)
+    comparison = run_comparison(model, config, out_dir=out, cache=cache)
     margin, n_bootstrap, trained_m = config.utility_margin, config.n_bootstrap, config.trained_m
     chosen = choose_multipliers(comparison.validation_sweeps, margin)
     references = [(form, "split") for form in config.forms] + [("angular", "angular")]

@@ -28,6 +28,7 @@ import pandas as pd
 from workbench.artefacts import safe_stem
 from workbench.atomic import file_sha256, write_table, write_text
 from workbench.errors import ArtefactError, ConfigError
+from workbench.progress import bar
 from workbench.provenance import stable_hash
 from workbench.steering.forms import FORMS
 from workbench.training.comparison import METHODS, VECTOR_ONLY
@@ -165,9 +166,7 @@ def run_grid(
 
 
 def _collect(ray, pending: dict, progress: bool) -> Iterator[tuple[Cell, str]]:
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(pending), desc="grid", disable=not progress, leave=False)
+    cells = bar(total=len(pending), desc="grid", enabled=progress)
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         cell = pending.pop(ready[0])
@@ -175,8 +174,8 @@ def _collect(ray, pending: dict, progress: bool) -> Iterator[tuple[Cell, str]]:
             ray.get(ready[0])
         except Exception as error:  # a task that raised, or whose worker was killed
             yield cell, f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
-        bar.update(1)
-    bar.close()
+        cells.update(1)
+    cells.close()
 
 
 def _cell_task(cell: dict, settings: dict, out: str) -> str:

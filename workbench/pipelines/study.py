@@ -1,6 +1,6 @@
 """The whole pipeline on one concept, ending in one self-contained HTML report.
 
-Stages (each with a progress bar, each writing its tidy table under ``out``):
+Stages (each announced with its progress, each writing its tidy table under ``out``):
 
 1. layer choice: held-out DiffMean separation per residual layer (or the given layer);
 2. the valid manifold at the intervention's output hook and at the last layer;
@@ -26,23 +26,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
+from workbench.analysis_cache import AnalysisCache, cached_layer_choice, cached_valid_activations
 from workbench.artefacts import safe_stem
 from workbench.atomic import write_table, write_text
 from workbench.data.chat import PROMPT_STYLES, PromptStyle, format_prompts, resolve_prompt_style
 from workbench.data.pairs import PairDataset
-from workbench.directions.layer_sweep import layer_sweep
 from workbench.errors import ConfigError
 from workbench.hooks.names import check_layer, last_resid_post
 from workbench.hooks.sites import DEFAULT_SITE, SITES, Site, site_hooks
 from workbench.manifold.displacement import displacement_table, measured_validity
 from workbench.manifold.embedding import ActivationShift, activation_shift, token_projections
 from workbench.manifold.estimator import ActivationManifold
-from workbench.manifold.valid import collect_valid_activations
 from workbench.measure.fits import fit_sweep_curve
 from workbench.measure.sweeps import SweepLabels, run_sweep
 from workbench.models.loading import model_provenance
+from workbench.progress import bar, say, stage
 from workbench.report.html import Report
 from workbench.report.study_page import study_page
 from workbench.steering.concept_vectors import DEFAULT_EXTRACTOR, concept_vector, concept_vectors
@@ -138,6 +137,7 @@ class StudyRun:
     concept: str
     settings: StudySettings
     style: PromptStyle
+    cache: AnalysisCache | None = None
     layer: int = -1
     hook: str = ""  # the intervention's output hook
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -161,10 +161,16 @@ def run_study(
     settings: StudySettings | None = None,
     out: str | Path = "runs/study",
     progress: bool = True,
+    cache: AnalysisCache | None = None,
 ) -> StudyResult:
-    """Run every stage on ``pairs`` and write ``out/report.html`` and ``out/tables/``."""
+    """Run every stage on ``pairs`` and write ``out/report.html`` and ``out/tables/``.
+
+    ``cache`` keeps the layer sweep, site scales and valid activations across runs (default:
+    ``out/cache/analysis``; the CLI shares one between the studies and comparisons of an
+    ``--out`` folder)."""
     settings = settings or StudySettings()
     out = Path(out)
+    cache = cache if cache is not None else AnalysisCache(out / "cache" / "analysis")
     started = time.perf_counter()
     concept = pairs.name or (pairs.concepts[0] if pairs.concepts else "concept")
     if not pairs.train or not pairs.test:
@@ -172,43 +178,37 @@ def run_study(
     if settings.layer is not None:
         check_layer(model, settings.layer)
     style = resolve_prompt_style(model, pairs, settings.prompt_style)
-    run = StudyRun(model, format_prompts(model, pairs, style), concept, settings, style)
-    stages = tqdm(total=8, desc="study", disable=not progress)
-
-    def stage(name: str) -> None:
-        stages.update()
-        stages.set_postfix_str(name)
-
-    stages.set_postfix_str("layer choice")
-    _choose_layer(run, progress)
-    stage("valid manifold")
-    sized = run.pairs.subsample(settings.train_pairs, settings.test_pairs)  # as compare does
-    train, test = sized.train, sized.test
-    valid, manifolds = _valid_manifolds(run, train)
-    stage("training and sweeps")
-    projection = ManifoldProjection.from_manifold(manifolds[run.hook])
-    comparison = _compare_methods(run, out, progress, projection)
-    stage("fits")
-    run.tables["fits"] = _fits(run.tables["sweeps"])
-    stage("layer × m")
-    run.tables["layer_sweeps"], run.layer_vectors = _layer_sweeps(
-        model, train, test, run.layer, settings, out, progress
-    )
-    stage("displacement")
-    key = (concept, "vector", "diff_of_means", settings.seed)
-    diffmean = comparison.interventions.get(key)
-    if diffmean is None:  # the vector form was not asked for: a DiffMean vector all the same
-        diffmean = concept_vector(model, train, run.layer, site=settings.site, seed=settings.seed)
-    _displacement(run, test, diffmean, manifolds, progress)
-    stage("activation shift")
-    _shift_and_continuations(run, test, diffmean, manifolds[run.hook], valid.fitting(run.hook))
-    stage("report")
-    report = study_page(run)
-    seconds = time.perf_counter() - started
-    report.intro += f" Made in {seconds:.0f} s."
-    path = _write(run, out, report, diffmean, seconds)
-    stages.update()
-    stages.close()
+    run = StudyRun(model, format_prompts(model, pairs, style), concept, settings, style, cache)
+    with stage("layer choice", 1, 8):
+        _choose_layer(run, progress)
+    with stage("valid manifold", 2, 8):
+        sized = run.pairs.subsample(settings.train_pairs, settings.test_pairs)  # as compare does
+        train, test = sized.train, sized.test
+        valid, manifolds = _valid_manifolds(run, train, progress)
+    with stage("training and sweeps", 3, 8):
+        projection = ManifoldProjection.from_manifold(manifolds[run.hook])
+        comparison = _compare_methods(run, out, progress, projection)
+    with stage("fits", 4, 8):
+        run.tables["fits"] = _fits(run.tables["sweeps"])
+    with stage("layer × m", 5, 8):
+        run.tables["layer_sweeps"], run.layer_vectors = _layer_sweeps(
+            model, train, test, run.layer, settings, out, progress
+        )
+    with stage("displacement", 6, 8):
+        key = (concept, "vector", "diff_of_means", settings.seed)
+        diffmean = comparison.interventions.get(key)
+        if diffmean is None:  # the vector form was not asked for: a DiffMean vector all the same
+            diffmean = concept_vector(
+                model, train, run.layer, site=settings.site, seed=settings.seed
+            )
+        _displacement(run, test, diffmean, manifolds, progress)
+    with stage("activation shift", 7, 8):
+        _shift_and_continuations(run, test, diffmean, manifolds[run.hook], valid.fitting(run.hook))
+    with stage("report", 8, 8):
+        report = study_page(run)
+        seconds = time.perf_counter() - started
+        report.intro += f" Made in {seconds:.0f} s."
+        path = _write(run, out, report, diffmean, seconds)
     return StudyResult(path, run.tables, run.layer, seconds)
 
 
@@ -217,22 +217,20 @@ def _choose_layer(run: StudyRun, progress: bool) -> None:
     train (never the test split)."""
     layer = run.settings.layer
     if layer is None:
-        sweep = layer_sweep(
-            run.model,
-            run.pairs,
-            methods=("balanced_diff_of_means",),
-            seed=run.settings.seed,
-            progress=progress,
+        layer, run.tables["layer_sweep"] = cached_layer_choice(
+            run.cache, run.model, run.pairs, seed=run.settings.seed, progress=progress
         )
-        layer = sweep.recommended_layer
-        run.tables["layer_sweep"] = sweep.table
+        say(f"layer {layer} (answer-balanced DiffMean on validation pairs carved from train)")
     run.layer, run.hook = layer, site_hooks(run.settings.site, layer)[1]
 
 
-def _valid_manifolds(run: StudyRun, train) -> tuple[Any, dict[str, ActivationManifold]]:
+def _valid_manifolds(
+    run: StudyRun, train, progress: bool
+) -> tuple[Any, dict[str, ActivationManifold]]:
     """The valid manifold at the intervention's output hook and after the last block."""
     hooks = list(dict.fromkeys([run.hook, last_resid_post(run.model)]))
-    valid = collect_valid_activations(
+    valid = cached_valid_activations(
+        run.cache,
         run.model,
         hooks,
         train,
@@ -240,6 +238,7 @@ def _valid_manifolds(run: StudyRun, train) -> tuple[Any, dict[str, ActivationMan
         seed=run.settings.seed,
         batch_size=run.settings.batch_size,
         memory_cap=_bytes(run.settings.memory_cap_mib),
+        progress=progress,
     )
     manifolds = {
         h: valid.fit_manifold(
@@ -277,6 +276,7 @@ def _compare_methods(run: StudyRun, out: Path, progress: bool, projection) -> Co
         progress,
         datasets={run.concept: run.pairs},
         projections={run.concept: projection},
+        cache=run.cache,
     )
     sweeps, margin, n = comparison.sweeps, s.utility_margin, s.n_bootstrap
     chosen = choose_multipliers(comparison.validation_sweeps, margin)
@@ -400,7 +400,7 @@ def _layer_sweeps(
     layers = sorted(set(spaced) | {chosen})
     vectors = concept_vectors(model, train, layers, site=settings.site, seed=settings.seed)
     tables = []
-    for layer in tqdm(layers, desc="layers", disable=not progress, leave=False):
+    for layer in bar(layers, desc="layers", enabled=progress):
         vector = vectors[layer, DEFAULT_EXTRACTOR]
         tables.append(
             run_sweep(

@@ -38,6 +38,8 @@ from workbench.steering.roles import TokenRoles
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
+    from workbench.steering.prefixes import PrefixCache
+
 Observer = tuple[str, Callable[..., None]]
 
 
@@ -105,11 +107,16 @@ def encode_paired(
 
 
 @torch.no_grad()
-def start_inputs(model: TransformerBridge, paired: PairedBatch, layer: int) -> Tensor:
-    """What the steered forwards start from: the tokens, or the residual entering ``layer``."""
+def start_inputs(
+    model: TransformerBridge, paired: PairedBatch, layer: int, prefixes: PrefixCache | None = None
+) -> Tensor:
+    """What the steered forwards start from: the tokens, or the residual entering ``layer``
+    (from ``prefixes`` where it holds the rows and may serve the model now)."""
     batch = paired.batch
     if layer == 0:
         return batch.input_ids
+    if prefixes is not None and prefixes.usable(model):
+        return prefixes.residual(paired, layer)
     mask = paired.forward_mask()
     return residual_before(model, batch.input_ids, mask, batch.position_ids, layer)
 

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
+from workbench.analysis_cache import AnalysisCache, cached_valid_activations
 from workbench.data.pairs import ContrastPair
 from workbench.directions.capture import capture_activations
 from workbench.manifold.estimator import ActivationManifold
-from workbench.manifold.valid import collect_valid_activations
 from workbench.steering.forms import Intervention, SteeringVector
 from workbench.steering.state import (
     AffineConceptEdit,
@@ -63,9 +63,10 @@ class SiteStates:
         hook: str,
         variance: float = 0.9,
         batch_size: int = 8,
+        cache: AnalysisCache | None = None,
     ) -> SiteStates:
-        valid = collect_valid_activations(
-            model, [hook], train_pairs, sources=("neutral", "answers"), batch_size=batch_size
+        valid = cached_valid_activations(
+            cache, model, [hook], train_pairs, sources=("neutral", "answers"), batch_size=batch_size
         )
         manifold = ActivationManifold(n_components=variance).fit(
             valid.fitting(hook), calibration=valid.held_out(hook)

@@ -34,21 +34,27 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
+from workbench.analysis_cache import (
+    AnalysisCache,
+    cached_layer_choice,
+    cached_site_scales,
+    cached_valid_activations,
+)
 from workbench.artefacts import safe_stem
 from workbench.data.chat import PROMPT_STYLES, PromptStyle, format_prompts, resolve_prompt_style
 from workbench.data.concepts import load_concept
 from workbench.data.pairs import PairDataset, validation_split
-from workbench.directions.layer_sweep import layer_sweep
 from workbench.errors import ConfigError
-from workbench.hooks.sites import DEFAULT_SITE, SITES, Site, SiteScales, site_hooks, site_scales
+from workbench.hooks.sites import DEFAULT_SITE, SITES, Site, SiteScales, site_hooks
 from workbench.manifold.estimator import ActivationManifold
-from workbench.manifold.valid import collect_valid_activations
 from workbench.measure.sweeps import SweepLabels, run_sweep
 from workbench.models.loading import model_device, model_provenance
+from workbench.progress import say, stage
 from workbench.provenance import stable_hash
 from workbench.steering.concept_vectors import DEFAULT_EXTRACTOR, concept_vectors
 from workbench.steering.forms import FORMS
 from workbench.steering.io import load_intervention
+from workbench.steering.prefixes import PrefixCache
 from workbench.steering.projected import ManifoldProjection, ProjectedIntervention
 from workbench.steering.roles import Positions
 from workbench.training.anchors import ANCHORS, CLIPPED, SiteStates, anchor_steers, clip_around
@@ -164,13 +170,16 @@ def run_comparison(
     *,
     datasets: dict[str, PairDataset] | None = None,
     projections: dict[str, ManifoldProjection] | None = None,
+    cache: AnalysisCache | None = None,
 ) -> Comparison:
     """Train, sweep and collect every method; resumable through ``out_dir``.
 
     ``datasets`` (concept name -> pairs) overrides loading ``config.concepts`` by name;
     ``projections`` supplies already-fitted manifold projections per concept. With
     ``out_dir``, trained interventions are saved as artefacts (``artefacts/``) and sweeps are
-    cached (``sweeps/``), so an interrupted comparison picks up where it stopped.
+    cached (``sweeps/``), so an interrupted comparison picks up where it stopped. ``cache``
+    keeps the layer sweep, site scales and valid activations across runs
+    (:class:`~workbench.analysis_cache.AnalysisCache`).
     """
     config = config or ComparisonConfig()
     out = Path(out_dir) if out_dir is not None else None
@@ -178,19 +187,26 @@ def run_comparison(
     styles = {c: resolve_prompt_style(model, p, config.prompt_style) for c, p in datasets.items()}
     datasets = {c: format_prompts(model, p, styles[c]) for c, p in datasets.items()}
     projections = dict(projections or {})
-    layers, layer_tables, scales = _choose_layers(model, datasets, config, projections)
-    states = {
-        concept: SiteStates.collect(
-            model,
-            pairs.train,
-            site_hooks(config.site, layers[concept])[1],
-            config.manifold_variance,
-            config.batch_size,
+    with stage("layer, site scales and manifold"):
+        layers, layer_tables, scales = _choose_layers(
+            model, datasets, config, projections, cache, progress
         )
-        for concept, pairs in datasets.items()
-        if set(config.methods) & set(NEEDS_STATES)
-    }
+    states = {}
+    if set(config.methods) & set(NEEDS_STATES):
+        with stage("valid states for the anchors"):
+            states = {
+                concept: SiteStates.collect(
+                    model,
+                    pairs.train,
+                    site_hooks(config.site, layers[concept])[1],
+                    config.manifold_variance,
+                    config.batch_size,
+                    cache=cache,
+                )
+                for concept, pairs in datasets.items()
+            }
     tables, validation_tables, epochs, steps, interventions = [], [], [], [], {}
+    prefixes = PrefixCache(model)  # states entering the layer, shared by every method
     for seed in config.seeds:  # seed-major, so a cut-short run has whole seeds
         for concept, pairs in datasets.items():
             layer = layers[concept]
@@ -198,7 +214,13 @@ def run_comparison(
             train, test = sized.train, sized.test
             fit, validation = validation_split(train, config.validation_fraction, seed)
             setting = _Setting(
-                concept, layer, scales[concept], seed, projections.get(concept), states.get(concept)
+                concept,
+                layer,
+                scales[concept],
+                seed,
+                projections.get(concept),
+                states.get(concept),
+                prefixes,
             )
             for method, form, intervention, history in _interventions(
                 model, setting, fit, validation, config, out, progress
@@ -209,18 +231,20 @@ def run_comparison(
                     batch_size=config.batch_size,
                     cache_dir=out / "sweeps" if out is not None else None,
                     progress=progress,
+                    prefixes=prefixes,
                 )
-                tables.append(
-                    run_sweep(model, test, intervention, config.multipliers, **options).assign(
-                        concept=concept
+                with stage(f"sweep {concept} {form} {method} seed {seed}"):
+                    tables.append(
+                        run_sweep(model, test, intervention, config.multipliers, **options).assign(
+                            concept=concept
+                        )
                     )
-                )
-                if config.select_m:
-                    validation_tables.append(
-                        run_sweep(
-                            model, validation, intervention, config.multipliers, **options
-                        ).assign(concept=concept)
-                    )
+                    if config.select_m:
+                        validation_tables.append(
+                            run_sweep(
+                                model, validation, intervention, config.multipliers, **options
+                            ).assign(concept=concept)
+                        )
                 interventions[(concept, form, method, seed)] = intervention
                 if history is not None:
                     keys = dict(concept=concept, form=form, method=method, seed=seed)
@@ -242,7 +266,7 @@ def run_comparison(
     )
 
 
-def _choose_layers(model, datasets, config: ComparisonConfig, projections):
+def _choose_layers(model, datasets, config: ComparisonConfig, projections, cache, progress):
     """Per concept: the layer (given, or recommended on validation pairs carved from train),
     the site's scales, and the manifold projection where ``split_projected`` needs one (added
     to ``projections``)."""
@@ -252,13 +276,20 @@ def _choose_layers(model, datasets, config: ComparisonConfig, projections):
     for concept, pairs in datasets.items():
         layer = config.layer
         if layer is None:
-            sweep = layer_sweep(model, pairs, methods=("balanced_diff_of_means",), progress=False)
-            layer, layer_tables[concept] = sweep.recommended_layer, sweep.table
+            layer, layer_tables[concept] = cached_layer_choice(
+                cache, model, pairs, progress=progress
+            )
+            say(f"{concept}: layer {layer} (answer-balanced DiffMean on validation pairs)")
         layers[concept] = layer
-        scales[concept] = site_scales(model, config.site, layer) if config.normalise else None
+        if config.normalise:
+            scales[concept] = cached_site_scales(cache, model, config.site, layer)
+        else:
+            scales[concept] = None
         hook = site_hooks(config.site, layer)[1]
         if "split_projected" in config.methods and concept not in projections:
-            projections[concept] = _site_projection(model, pairs.train, hook, config)
+            projections[concept] = _site_projection(
+                model, pairs.train, hook, config, cache, progress
+            )
     return layers, layer_tables, scales
 
 
@@ -272,19 +303,24 @@ class _Setting:
     seed: int
     projection: ManifoldProjection | None
     states: SiteStates | None = None
+    prefixes: PrefixCache | None = None  # shared by every sweep and training of the run
 
 
-def _site_projection(model: TransformerBridge, train_pairs, hook: str, config: ComparisonConfig):
+def _site_projection(
+    model: TransformerBridge, train_pairs, hook: str, config: ComparisonConfig, cache, progress
+):
     """The manifold's subspace at the intervention's output hook, from valid unsteered text
     (neutral sentences and the training answers)."""
     cap = config.memory_cap_mib * 2**20 if config.memory_cap_mib is not None else None
-    valid = collect_valid_activations(
+    valid = cached_valid_activations(
+        cache,
         model,
         [hook],
         train_pairs,
         sources=("neutral", "answers"),
         batch_size=config.batch_size,
         memory_cap=cap,
+        progress=progress,
     )
     manifold = valid.fit_manifold(ActivationManifold(n_components=config.manifold_variance), hook)
     return ManifoldProjection.from_manifold(manifold)
@@ -408,6 +444,7 @@ def _trained(
     if path is not None and (path.parent / f"{name}.json").is_file():
         intervention, provenance = load_intervention(path, model)
         intervention.to(model_device(model))
+        say(f"{form} {method} seed {training.seed}: trained artefact reused ({path.name})")
         details = provenance["details"]
         return intervention, (pd.DataFrame(details["epochs"]), pd.DataFrame(details["steps"]))
     torch.manual_seed(training.seed)
@@ -416,7 +453,17 @@ def _trained(
         if setting.states is None:
             raise ConfigError("split_clip_trained needs the site's valid states")
         intervention = clip_around(intervention, setting.states)
-    result = train_intervention(model, intervention, fit, validation, training, progress=progress)
+    label = f"train {setting.concept} {form} {method} seed {training.seed}"
+    with stage(label):
+        result = train_intervention(
+            model,
+            intervention,
+            fit,
+            validation,
+            training,
+            progress=progress,
+            prefixes=setting.prefixes,
+        )
     if path is not None:
         result.save(path, model, fit)
     return result.intervention, (result.epochs, result.steps)

@@ -33,7 +33,6 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
-from tqdm.auto import tqdm
 
 from workbench.data.pairs import ContrastPair, PairDataset, answers_repeat
 from workbench.data.pairs import validation_split as validation_split  # re-exported
@@ -41,9 +40,11 @@ from workbench.errors import ConfigError, TrainingError
 from workbench.measure.answer_bias import preference_scores
 from workbench.measure.log_odds import preference_utility
 from workbench.models.loading import model_provenance
+from workbench.progress import bar
 from workbench.provenance import Provenance
 from workbench.steering.forms import Intervention
 from workbench.steering.paired import encode_paired, paired_logprobs, start_inputs
+from workbench.steering.prefixes import PrefixCache
 from workbench.steering.projected import ManifoldProjection, off_manifold_excess
 from workbench.steering.roles import TokenRoles
 from workbench.training.objective import SplitObjective
@@ -248,16 +249,17 @@ def example_losses(
     *,
     length_normalise: bool = True,
     projection: ManifoldProjection | None = None,
+    prefixes: PrefixCache | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(L_preferred, L_opposite, T_preferred, T_opposite, off-manifold excess) of a batch.
 
     Losses are summed over answer tokens, or divided by their lengths with ``length_normalise``.
     Differentiable with respect to the intervention's parameters; the excess is 0 without a
-    ``projection``.
+    ``projection``. ``prefixes`` reuses the states entering the intervention's block.
     """
     paired = encode_paired(model, examples.prompts, examples.preferred, examples.opposite)
     layer = intervention.layer
-    inputs = start_inputs(model, paired, layer)
+    inputs = start_inputs(model, paired, layer, prefixes)
     ms = torch.tensor(examples.m * paired.sides, device=inputs.device, dtype=torch.float32)
     states: dict[str, Tensor] = {}
     out_hook = intervention.hook_names[1]
@@ -294,8 +296,14 @@ def train_intervention(
     *,
     projection: ManifoldProjection | None = None,
     progress: bool = True,
+    prefixes: PrefixCache | None = None,
 ) -> TrainingResult:
-    """Optimise ``intervention`` (in place) on ``train_pairs``; evaluate on ``eval_pairs``."""
+    """Optimise ``intervention`` (in place) on ``train_pairs``; evaluate on ``eval_pairs``.
+
+    ``prefixes`` (a :class:`~workbench.steering.prefixes.PrefixCache`) keeps the states
+    entering the intervention's block across steps, epochs and runs on the same pairs; by
+    default each training makes its own, so the frozen blocks before the intervention run
+    once per example row."""
     config = config or TrainingConfig()
     train_pairs, eval_pairs = list(train_pairs), list(eval_pairs)
     if not train_pairs:
@@ -315,21 +323,23 @@ def train_intervention(
             "return them unchanged; initialise it again"
         )
 
-    opt = _optimisation(intervention, parameters, len(train_pairs), config)
+    prefixes = prefixes if prefixes is not None else PrefixCache(model)
+    opt = _optimisation(intervention, parameters, len(train_pairs), config, prefixes)
     penalty_projection = projection if config.off_manifold_penalty > 0 else None
     step_rows: list[dict[str, Any]] = []
     # Epoch 0 (before training) is measured as the reference, but the result is always a
     # trained epoch: the best of epochs 1.., by the selection score on the held-out pairs.
-    epoch_rows = [_evaluate(model, intervention, eval_pairs, config, penalty_projection, 0)]
+    epoch_rows = [
+        _evaluate(model, intervention, eval_pairs, config, penalty_projection, 0, prefixes)
+    ]
     selection = _selection(config.selection, eval_pairs)
     best_score, best_epoch = (-float("inf"), float("inf")), 0
     best_state = copy.deepcopy(intervention.state_dict())
     stale, stopped_early = 0, False
-    bar = tqdm(
+    steps_bar = bar(
         total=opt.total_steps,
         desc=f"train {config.method} {intervention.label}",
-        disable=not progress,
-        leave=False,
+        enabled=progress,
     )
     with _frozen(model):
         for epoch in range(1, config.epochs + 1):
@@ -338,11 +348,11 @@ def train_intervention(
                 model, intervention, train_pairs, config, opt, penalty_projection, epoch
             ):
                 step_rows.append({"epoch": epoch, "step": len(step_rows) + 1, **row})
-                bar.update(1)
-                bar.set_postfix({k: f"{row[k]:.3f}" for k in _SHOWN})
+                steps_bar.update(1)
+                steps_bar.set_postfix({k: f"{row[k]:.3f}" for k in _SHOWN})
             intervention.eval()
             evaluation = _evaluate(
-                model, intervention, eval_pairs, config, penalty_projection, epoch
+                model, intervention, eval_pairs, config, penalty_projection, epoch, prefixes
             )
             epoch_rows.append(evaluation)
             score = _score(evaluation, selection)
@@ -354,7 +364,7 @@ def train_intervention(
                 if config.patience and stale >= config.patience and epoch < config.epochs:
                     stopped_early = True
                     break
-    bar.close()
+    steps_bar.close()
     if best_epoch == 0:
         raise TrainingError(
             f"training {intervention.label} ({config.method}) gave no epoch with a finite "
@@ -385,9 +395,12 @@ class _Optimisation:
     generator: torch.Generator  # draws the example order and each example's m
     per_epoch: int  # examples per epoch (pairs, twice with subtract)
     total_steps: int
+    prefixes: PrefixCache  # states entering the intervention's block, per example row
 
 
-def _optimisation(intervention, parameters, n_pairs: int, config: TrainingConfig):
+def _optimisation(
+    intervention, parameters, n_pairs: int, config: TrainingConfig, prefixes: PrefixCache
+):
     """AdamW over the intervention's parameter groups with the linear schedule."""
     per_epoch = n_pairs * (2 if config.subtract else 1)
     total_steps = math.ceil(per_epoch / config.batch_size) * config.epochs
@@ -403,6 +416,7 @@ def _optimisation(intervention, parameters, n_pairs: int, config: TrainingConfig
         torch.Generator().manual_seed(config.seed),
         per_epoch,
         total_steps,
+        prefixes,
     )
 
 
@@ -429,6 +443,7 @@ def _train_epoch(
             examples.take(order[first : first + config.batch_size]),
             length_normalise=config.length_normalise,
             projection=projection,
+            prefixes=opt.prefixes,
         )
         terms = config.objective.terms(loss_p, loss_n)
         loss = terms.total + config.off_manifold_penalty * excess
@@ -449,7 +464,7 @@ def _train_epoch(
 
 
 def _evaluate(
-    model: TransformerBridge, intervention, pairs, config, projection, epoch
+    model: TransformerBridge, intervention, pairs, config, projection, epoch, prefixes=None
 ) -> dict[str, Any]:
     """The objective on ``pairs`` at ±eval_multiplier, and summaries at +eval_multiplier."""
     n = len(pairs)
@@ -459,7 +474,12 @@ def _evaluate(
     for first in range(0, len(examples), config.batch_size):
         rows = range(first, min(first + config.batch_size, len(examples)))
         losses = example_losses(
-            model, intervention, examples.take(rows), length_normalise=False, projection=projection
+            model,
+            intervention,
+            examples.take(rows),
+            length_normalise=False,
+            projection=projection,
+            prefixes=prefixes,
         )
         parts.append(tuple(t.detach().cpu().double().reshape(-1) for t in losses[:4]))
         parts[-1] += (losses[4].detach().cpu().double().reshape(1) * len(rows),)
