@@ -18,11 +18,28 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import websocket
+
+LAYOUT_JS = """
+JSON.stringify((() => {
+  const answer = document.getElementById('answer');
+  const box = answer ? answer.getBoundingClientRect() : null;
+  const tables = Array.from(document.querySelectorAll('table.data'));
+  return {
+    viewport_height: window.innerHeight,
+    page_width: document.documentElement.clientWidth,
+    answer_top: box ? box.top + window.scrollY : null,
+    answer_bottom: box ? box.bottom + window.scrollY : null,
+    answer_text: answer ? answer.innerText : '',
+    widest_table: Math.max(0, ...tables.map(t => t.getBoundingClientRect().right)),
+    scroll_width: document.documentElement.scrollWidth,
+  };
+})())
+"""
 
 FIGURES_JS = """
 JSON.stringify(Array.from(document.querySelectorAll('div.plotly-graph-div')).map(div => {
@@ -57,6 +74,7 @@ class PageVisit:
     errors: list[str]
     figures: list[dict]
     screenshot: Path
+    layout: dict = field(default_factory=dict)  # where the answer block and tables sit
 
     @property
     def network_requests(self) -> list[str]:
@@ -202,7 +220,11 @@ def _connect(profile: Path, deadline: float, timeout: float) -> websocket.WebSoc
     port = port_file.read_text().split()[0]
     targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json").read())
     target = next(t for t in targets if t["type"] == "page")
-    return websocket.create_connection(target["webSocketDebuggerUrl"], timeout=timeout)
+    # no Origin header: Chromium >= 111 refuses a DevTools websocket from an origin it was not
+    # started with (--remote-allow-origins)
+    return websocket.create_connection(
+        target["webSocketDebuggerUrl"], timeout=timeout, suppress_origin=True
+    )
 
 
 def visit(html: Path, screenshot: Path, timeout: float = 90.0) -> PageVisit:
@@ -218,4 +240,5 @@ def visit(html: Path, screenshot: Path, timeout: float = 90.0) -> PageVisit:
             figures = current
             time.sleep(0.5)
         shot = page.screenshot(screenshot)
-        return PageVisit(page.requests, page.errors, figures, shot)
+        layout = json.loads(page.evaluate(LAYOUT_JS))
+        return PageVisit(page.requests, page.errors, figures, shot, layout)

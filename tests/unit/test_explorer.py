@@ -37,7 +37,7 @@ def folder(tmp_path_factory):
         str(out),
     ]
     assert cli.main(arguments) == 0
-    (study,) = out.iterdir()
+    (study,) = out.glob("study-*")
     return study
 
 

@@ -2,6 +2,7 @@
 stage silent for more than ten seconds), nothing with --quiet."""
 
 import io
+import itertools
 import re
 import subprocess
 import sys
@@ -86,9 +87,9 @@ def test_a_piped_study_writes_no_carriage_return_and_is_never_silent(tmp_path):
     assert code == 0, text[-2000:]
     assert "\r" not in text and "\r" not in stdout
     times = [0.0] + [t for t, _ in arrived]
-    assert max(b - a for a, b in zip(times, times[1:])) <= 10.0
+    assert max(b - a for a, b in itertools.pairwise(times)) <= 10.0
     stamps = [float(m.group(1)) for _, line in arrived if (m := STAMP.match(line))]
-    assert stamps and max(b - a for a, b in zip([0.0, *stamps], stamps)) <= 10.0
+    assert stamps and max(b - a for a, b in itertools.pairwise([0.0, *stamps])) <= 10.0
     for name in ("1/8 layer choice", "3/8 training and sweeps", "8/8 report"):
         assert f"{name} ..." in text
     # a second study on the same model and concept reuses the cached analyses, and says so

@@ -46,7 +46,7 @@ def study_dir(tmp_path_factory):
         str(out),
     ]
     assert cli.main(arguments) == 0
-    (folder,) = out.iterdir()
+    (folder,) = out.glob("study-*")
     return folder
 
 
@@ -109,6 +109,15 @@ class _Tags(HTMLParser):
         self.handlers += [(tag, name) for name, _ in attrs if name.startswith("on")]
 
 
+def test_report_opens_with_the_answer_and_shows_readable_tables(study_dir):
+    page = (study_dir / "report.html").read_text()
+    assert page.index('id="answer"') < page.index("<h2>Preference and utility")
+    assert "Preference does not move" in page or "Preference moves" in page
+    assert "[95% CI]" in page and "_low</th>" not in page  # intervals merged into one column
+    assert '<p class="caption">' in page and "<details>" in page  # captions; fits collapsed
+    assert "RePS" in page
+
+
 def test_report_is_self_contained(study_dir):
     page = (study_dir / "report.html").read_text()
     assert "Plotly" in page and page.count('class="plotly-graph-div') >= 9
@@ -131,6 +140,12 @@ def test_report_renders_every_figure_with_no_network_request(study_dir, tmp_path
         assert figure["width"] > 0 and figure["height"] > 0, figure
         assert figure["svgs"] >= 1 and figure["traces"] >= 1 and figure["marks"] >= 1, figure
     assert seen.screenshot.stat().st_size > 50_000
+    # the first screen holds the answer block, and no table is wider than the page
+    layout = seen.layout
+    assert layout["answer_top"] is not None and layout["answer_bottom"] <= layout["viewport_height"]
+    assert "Unsteered" in layout["answer_text"] and "SPLIT − SFT" in layout["answer_text"]
+    assert layout["widest_table"] <= layout["page_width"]
+    assert layout["scroll_width"] <= layout["page_width"]
     # one colour per method: the vector methods' legend entries are told apart by colour
     vectors = next(f for f in seen.figures if any("random · vector" in t for t, _ in f["legend"]))
     colours = {text.split(" · ")[0]: colour for text, colour in vectors["legend"] if colour}
@@ -166,6 +181,7 @@ def test_the_study_layer_choice_never_reads_test_pairs(monkeypatch):
     from workbench.data.pairs import ContrastPair, PairDataset
     from workbench.directions import layer_sweep as sweep_module
     from workbench.models.loading import load_model
+    from workbench.analysis_cache import AnalysisCache
     from workbench.pipelines import study
 
     seen: list[str] = []
@@ -176,7 +192,7 @@ def test_the_study_layer_choice_never_reads_test_pairs(monkeypatch):
         return capture(model, pairs, *args, **kwargs)
 
     chosen: list[pd.DataFrame] = []
-    sweep = study.layer_sweep
+    sweep = sweep_module.layer_sweep
 
     def keep(*args, **kwargs):
         result = sweep(*args, **kwargs)
@@ -187,8 +203,8 @@ def test_the_study_layer_choice_never_reads_test_pairs(monkeypatch):
         raise _Stop
 
     monkeypatch.setattr(sweep_module, "capture_activations", recording)
-    monkeypatch.setattr(study, "layer_sweep", keep)
-    monkeypatch.setattr(study, "collect_valid_activations", stop)
+    monkeypatch.setattr(sweep_module, "layer_sweep", keep)
+    monkeypatch.setattr(study, "cached_valid_activations", stop)
     model = load_model("tiny-llama")
     pairs = PairDataset(
         ContrastPair(
@@ -203,6 +219,8 @@ def test_the_study_layer_choice_never_reads_test_pairs(monkeypatch):
     changed = pairs.map(lambda p: replace(p, prompt="Other words?") if p.split == "test" else p)
     for dataset in (pairs, changed):
         with pytest.raises(_Stop):
-            study.run_study(model, dataset, study.StudySettings(prompt_style="cue"), progress=False)
+            settings = study.StudySettings(prompt_style="cue")
+            nothing_kept = AnalysisCache(None)  # both runs compute their layer sweep
+            study.run_study(model, dataset, settings, progress=False, cache=nothing_kept)
     assert seen and not set(seen) & {p.id for p in pairs.test}
     pd.testing.assert_frame_equal(chosen[0], chosen[1])

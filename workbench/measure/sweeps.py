@@ -119,7 +119,13 @@ def run_sweep(
     for index, start in enumerate(bar(starts, desc=desc, enabled=progress)):
         batch_pairs = todo[start : start + batch_size]
         losses = _batch_losses(
-            model, batch_pairs, intervention, grid, max_rows, check and index == 0, prefixes
+            model,
+            batch_pairs,
+            intervention,
+            grid,
+            max_rows,
+            verify=check and index == 0,
+            prefixes=prefixes,
         )
         if check and index == 0 and intervention is not None:
             _checked(model).add(intervention.layer)
@@ -230,7 +236,9 @@ def _grid(multipliers: Sequence[float]) -> tuple[float, ...]:
 
 
 @torch.no_grad()
-def _batch_losses(model: TransformerBridge, pairs, intervention, grid, max_rows, verify, prefixes):
+def _batch_losses(
+    model: TransformerBridge, pairs, intervention, grid, max_rows, verify, prefixes=None
+):
     """Losses and lengths, each [len(grid), len(pairs)], for one batch of pairs (the paired
     forward of :mod:`workbench.steering.paired`, chunks of multipliers batched together)."""
     paired = encode_paired(

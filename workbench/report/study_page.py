@@ -7,6 +7,7 @@ import html
 from typing import TYPE_CHECKING
 
 from workbench.models.loading import model_provenance
+from workbench.report.answer import answer_lines
 from workbench.report.figures import (
     activation_shift_figure,
     curves_figure,
@@ -38,18 +39,38 @@ def study_page(run: StudyRun) -> Report:
             f"seed {settings.seed}; trained on {settings.train_pairs} pairs for "
             f"{settings.epochs} epoch(s), evaluated on {settings.test_pairs} held-out pairs."
         ),
+        answer=answer_lines(tables["comparison_validated_m"], tables["split_vs_sft"]),
     )
+    _add_results(report, tables, settings.utility_margin)
+    _add_mechanism(report, tables, shift, views)
+    _add_training(report, tables, settings.forms)
     if "layer_sweep" in tables:
         report.add(
             "Layer choice",
             "Held-out separation of the two answers' activations along the DiffMean direction "
             "at each residual layer; the study steers at the recommended layer.",
-            tables=[tables["layer_sweep"]],
+            tables=[_layer_table(tables["layer_sweep"])],
+            captions=[
+                "Validation pairs carved from train; the largest effect size among "
+                "near-best AUROC layers is chosen."
+            ],
         )
-    _add_results(report, tables, settings.utility_margin)
-    _add_mechanism(report, tables, shift, views)
-    _add_training(report, tables, settings.forms)
     return report
+
+
+FIT_SUMMARY = ("form", "method", "kind", "r2_train", "n_multipliers", "flags")
+
+
+def _fit_summary(fits):
+    """The fits' key columns (which curve, how well it fits, why not); the rest go collapsed.
+    The study fits the held-out per-m means, so its R² is on held-out pairs."""
+    shown = fits[[c for c in FIT_SUMMARY if c in fits.columns]]
+    return shown.rename(columns={"r2_train": "R² (held-out means)"})
+
+
+def _layer_table(table):
+    keep = ["layer", "method", "auroc", "effect_size", "paired_accuracy", "probe_accuracy"]
+    return table[[c for c in keep if c in table.columns]]
 
 
 def _add_results(report: Report, tables, utility_margin: float) -> None:
@@ -66,7 +87,12 @@ def _add_results(report: Report, tables, utility_margin: float) -> None:
             curves_figure(split_rows, title="SPLIT, each form"),
             curves_figure(vector_rows, title="Steering vectors, each method"),
         ],
-        tables=[tables["fits"]],
+        tables=[_fit_summary(tables["fits"])],
+        captions=[
+            "How well each fitted curve follows the held-out means (R²); a flag says why "
+            "a curve was not fitted (footnotes)."
+        ],
+        details=[tables["fits"]],
     )
     report.add(
         "Methods compared",
@@ -80,7 +106,14 @@ def _add_results(report: Report, tables, utility_margin: float) -> None:
         "whole test sweep and is descriptive only. 95% bootstrap intervals over pairs. Below: "
         "SPLIT minus SFT, paired over pairs.",
         figures=[frontier_figure(sweeps)],
-        tables=[tables["comparison"], tables["comparison_validated_m"], tables["split_vs_sft"]],
+        tables=[tables["comparison_validated_m"], tables["comparison"], tables["split_vs_sft"]],
+        captions=[
+            "At each method's m chosen on validation pairs: read accuracy (balanced where "
+            "answers repeat) against the unsteered and random rows.",
+            "At the trained m = 1 for every method.",
+            "SPLIT minus SFT, paired over pairs: preference up with utility no lower is the "
+            "paper's claim.",
+        ],
         snippets=[_warnings(tables["comparison"]), _warnings(tables["comparison_validated_m"])],
     )
     report.add(
@@ -115,6 +148,7 @@ def _add_mechanism(report: Report, tables, shift, views) -> None:
             ),
         ],
         tables=[tables["validity"]],
+        captions=["The share of steered tokens within the calibrated ε of the manifold, per m."],
     )
     report.add(
         "Per-token projection on the concept direction",
