@@ -5,8 +5,10 @@ Default: the default packaged model, a 9-point multiplier grid, 32 pairs of a se
 " Yes" / " No"), a DiffMean steering vector at the block output of a mid-depth block. For each
 concept it prints both timings (the median of ``--repeats`` runs each, with their range: the
 machines are shared), the ratio of the medians, scored tokens per second and the largest
-difference between the two tables (they must agree); then the process's peak memory during the
-engine's sweeps against the model's own size (parameters and buffers). Runs on a GPU unchanged.
+difference between the two tables (they must agree), and the engine's achieved GFLOP/s (its
+matmul FLOPs counted by torch's FlopCounterMode over its median time) against the machine's
+measured fp32 matmul rate (the roofline); then the process's peak memory during the engine's
+sweeps against the model's own size (parameters and buffers). Runs on a GPU unchanged.
 
     .venv/bin/python benchmarks/sweep.py [--model NAME] [--pairs 32] [--layer L] [--repeats 3]
 """
@@ -66,6 +68,24 @@ def spread(seconds: list[float]) -> str:
     )
 
 
+def matmul_rate(device, size: int = 2048, repeats: int = 5) -> float:
+    """The machine's measured fp32 matmul rate (GFLOP/s, best of ``repeats``): the roofline."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    a @ b  # warm-up
+    best = min(timed(device, torch.matmul, a, b)[1] for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def counted_gflop(fn, *args, **kwargs) -> float:
+    """The matmul FLOPs ``fn`` runs (torch's FlopCounterMode), in GFLOP."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn(*args, **kwargs)
+    return counter.get_total_flops() / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="gemma-3-270m")
@@ -102,6 +122,8 @@ def main() -> None:
         )
         runs[concept] = (subset, vector, fast)
     sweep_gib = peak_rss_gib()
+    roofline = matmul_rate(device)
+    print(f"measured fp32 matmul rate (2048 x 2048, best of 5): {roofline:.1f} GFLOP/s")
     for concept, (subset, vector, fast) in runs.items():
         tokens = sum(
             len(model.tokenizer(p.prompt + a, add_special_tokens=False)["input_ids"])
@@ -113,13 +135,18 @@ def main() -> None:
         )
         gap = float((fast[COLUMNS] - slow[COLUMNS]).abs().max().max())
         slow_s, fast_s = statistics.median(naive[concept]), statistics.median(engine[concept])
+        options = dict(batch_size=args.batch_size, max_rows=args.max_rows, progress=False)
+        gflop = counted_gflop(run_sweep, model, subset, vector, GRID, **options)
+        achieved = gflop / fast_s
         print(
             f"{concept}: {len(subset)} pairs x {len(GRID)} multipliers x 2 answers "
             f"({tokens} tokens scored), {args.repeats} runs each\n"
             f"  naive loop:   {spread(naive[concept])}  {tokens / slow_s:9.0f} tokens/s\n"
             f"  sweep engine: {spread(engine[concept])}  {tokens / fast_s:9.0f} tokens/s\n"
             f"  speed-up (medians): {slow_s / fast_s:.2f}x   max |difference| in L_p, "
-            f"L_n, PrefOdds, UtilOdds: {gap:.2e}"
+            f"L_n, PrefOdds, UtilOdds: {gap:.2e}\n"
+            f"  engine: {gflop:.0f} GFLOP of matmuls, {achieved:.1f} GFLOP/s = "
+            f"{achieved / roofline:.0%} of the measured matmul rate"
         )
     used = sweep_gib - before_gib
     print(

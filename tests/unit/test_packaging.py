@@ -110,3 +110,5 @@ def test_the_sweep_benchmark_runs_at_a_tiny_size():
     assert "2 runs each" in done.stdout and "speed-up (medians)" in done.stdout
     gap = float(done.stdout.split("UtilOdds: ")[1].split()[0])
     assert gap < 1e-3  # the engine and the naive loop agree
+    achieved = done.stdout.split("GFLOP of matmuls, ")[1]
+    assert float(achieved.split()[0]) > 0 and "of the measured matmul rate" in achieved
