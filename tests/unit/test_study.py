@@ -178,10 +178,10 @@ def test_the_study_layer_choice_never_reads_test_pairs(monkeypatch):
     came from training pairs, and rewriting the test pairs changes nothing it chose."""
     from dataclasses import replace
 
+    from workbench.analysis_cache import AnalysisCache
     from workbench.data.pairs import ContrastPair, PairDataset
     from workbench.directions import layer_sweep as sweep_module
     from workbench.models.loading import load_model
-    from workbench.analysis_cache import AnalysisCache
     from workbench.pipelines import study
 
     seen: list[str] = []
