@@ -165,7 +165,10 @@ def test_state_steers_sweep_save_and_generate(tiny_llama, small_pairs, tmp_path,
     assert type(loaded) is type(steer) and loaded.config() == steer.config()
     assert loaded.config()["acts_on"] == "state"
     h = torch.randn(3, 5, steer.d_out)
-    assert torch.equal(loaded.steer(h, h, 1.5), steer.steer(h, h, 1.5))
+    saved, read = steer.state_dict(), loaded.state_dict()
+    assert saved.keys() == read.keys() and all(torch.equal(saved[k], read[k]) for k in saved)
+    # the same parameters, read from other memory: equal up to the rounding of the BLAS path
+    assert torch.allclose(loaded.steer(h, h, 1.5), steer.steer(h, h, 1.5), atol=1e-6, rtol=0)
     with pytest.raises(ConfigError, match="not a weight update"):
         steer.dense_update()
     prompts = [pair.prompt for pair in small_pairs[:2]]

@@ -100,7 +100,8 @@ class PrefixCache:
         digest = hashlib.sha256()
         pattern = mask[row, ..., :n, :n] if mask.ndim == 4 else mask[row, :n]
         for tensor in (batch.input_ids[row, :n], batch.position_ids[row, :n], pattern):
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+            digest.update(raw.numpy().tobytes())  # the bytes, whatever the dtype (bf16 too)
         return (layer, n, digest.hexdigest())
 
     def _keep(self, key: tuple, state: Tensor) -> None:
