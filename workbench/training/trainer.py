@@ -463,6 +463,7 @@ def _train_epoch(
         yield row
 
 
+@torch.no_grad()  # measured, not trained on: no autograd graph to build and drop
 def _evaluate(
     model: TransformerBridge, intervention, pairs, config, projection, epoch, prefixes=None
 ) -> dict[str, Any]:
