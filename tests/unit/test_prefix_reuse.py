@@ -5,6 +5,7 @@ architectures, and the cache refuses to serve when reuse would be wrong."""
 import pandas as pd
 import torch
 
+from tests.unit.test_sweeps import _random
 from workbench.measure.sweeps import SweepLabels, run_sweep
 from workbench.steering.forms import LocalWeightUpdate, SteeringVector
 from workbench.steering.paired import encode_paired, start_inputs
@@ -13,14 +14,6 @@ from workbench.training.trainer import TrainingConfig, example_losses, make_exam
 
 COLUMNS = ["L_p", "L_n", "pref_odds", "util_odds", "push"]
 GRID = (-1.0, 0.0, 0.5, 2.0)
-
-
-def _random(intervention, seed=0, scale=0.3):
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in intervention.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
-    return intervention
 
 
 def test_sweeps_sharing_prefixes_equal_sweeps_without(tiny_model, small_pairs):
