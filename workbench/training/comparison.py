@@ -59,12 +59,13 @@ from workbench.steering.projected import ManifoldProjection, ProjectedInterventi
 from workbench.steering.roles import Positions
 from workbench.training.anchors import ANCHORS, CLIPPED, SiteStates, anchor_steers, clip_around
 from workbench.training.objective import SplitObjective
+from workbench.training.reps import RepsObjective
 from workbench.training.trainer import TrainingConfig, train_intervention
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-BASE_METHODS = ("diff_of_means", "random", "sft", "split", "split_projected")
+BASE_METHODS = ("diff_of_means", "random", "sft", "split", "reps", "split_projected")
 METHODS = (*BASE_METHODS, *ANCHORS, *CLIPPED)
 VECTOR_ONLY = ("diff_of_means", "random")
 NEEDS_STATES = (*ANCHORS, *CLIPPED)
@@ -334,9 +335,13 @@ def _interventions(
     wanted = set(config.methods)
     for form in config.forms:
         base = TrainingConfig.paper(form) if config.recipe == "paper" else config.training
-        objectives = {"sft": SplitObjective.sft(), "split": base.objective}
+        objectives = {
+            "sft": SplitObjective.sft(),
+            "split": base.objective,
+            "reps": RepsObjective(),
+        }
         needs_split = wanted & {"split", "split_projected", "split_clipped"}
-        for method in ("sft", "split"):
+        for method in ("sft", "split", "reps"):
             if method not in wanted and not (method == "split" and needs_split):
                 continue
             training = TrainingConfig.from_dict(

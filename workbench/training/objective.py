@@ -81,8 +81,16 @@ class SplitObjective:
         hinge = torch.relu(self.theta - (loss_n - loss_p))
         return self.lambda_p * loss_p + self.lambda_n * loss_n + self.gamma * hinge
 
-    def terms(self, loss_p: Float[Tensor, " batch"], loss_n: Float[Tensor, " batch"]) -> LossTerms:
-        """Batch means of the objective and of each of its three terms."""
+    needs_reference = False  # RePS's does (the unsteered model's losses); SPLIT's does not
+
+    def terms(
+        self,
+        loss_p: Float[Tensor, " batch"],
+        loss_n: Float[Tensor, " batch"],
+        reference: tuple[Tensor, Tensor] | None = None,
+    ) -> LossTerms:
+        """Batch means of the objective and of each of its three terms (``reference`` is
+        accepted for a uniform interface with RePS and not used)."""
         preferred = self.lambda_p * loss_p.mean()
         opposite = self.lambda_n * loss_n.mean()
         margin = self.gamma * torch.relu(self.theta - (loss_n - loss_p)).mean()

@@ -1,4 +1,5 @@
-"""Train any intervention form with the SPLIT objective (SFT is the same trainer, λ_n = γ = 0).
+"""Train any intervention form with the SPLIT objective (SFT is the same trainer, λ_n = γ = 0)
+or with RePS (:mod:`workbench.training.reps`, whose reference losses are computed once).
 
 Each training example is a pair at a multiplier m drawn from ``multipliers``; with ``subtract``
 every pair also appears as a "subtract" example at −m with its polarity swapped, so the trained
@@ -49,6 +50,7 @@ from workbench.steering.projected import ManifoldProjection, off_manifold_excess
 from workbench.steering.roles import TokenRoles
 from workbench.training.objective import SplitObjective
 from workbench.training.optim import linear_schedule
+from workbench.training.reps import RepsObjective, reference_losses
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -74,7 +76,7 @@ class TrainingConfig:
     :meth:`paper` is the reference code's recipe.
     """
 
-    objective: SplitObjective = field(default_factory=SplitObjective)
+    objective: SplitObjective | RepsObjective = field(default_factory=SplitObjective)
     multipliers: tuple[float, ...] = (0.5, 1.0, 2.0)
     subtract: bool = True
     learning_rate: float | None = None
@@ -146,8 +148,12 @@ class TrainingConfig:
 
     @property
     def method(self) -> str:
-        """``"sft"``, ``"split"`` or ``"split+penalty"`` (the sweep tables' method label)."""
-        name = "sft" if self.objective.is_sft else "split"
+        """``"sft"``, ``"split"``, ``"reps"``, or either of the last two with ``"+penalty"``
+        (the sweep tables' method label)."""
+        if isinstance(self.objective, RepsObjective):
+            name = "reps"
+        else:
+            name = "sft" if self.objective.is_sft else "split"
         return name + ("+penalty" if self.off_manifold_penalty > 0 else "")
 
     def learning_rate_for(self, form: str) -> float:
@@ -155,13 +161,16 @@ class TrainingConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["objective"] = self.objective.to_dict()  # RePS's carries its kind
         data["multipliers"] = list(self.multipliers)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
         data = dict(data)
-        data["objective"] = SplitObjective.from_dict(data["objective"])
+        objective = data["objective"]
+        reps = objective.get("kind") == "reps"
+        data["objective"] = (RepsObjective if reps else SplitObjective).from_dict(objective)
         data["multipliers"] = tuple(data["multipliers"])
         return cls(**data)
 
@@ -325,13 +334,13 @@ def train_intervention(
 
     prefixes = prefixes if prefixes is not None else PrefixCache(model)
     opt = _optimisation(intervention, parameters, len(train_pairs), config, prefixes)
+    if config.objective.needs_reference:
+        opt.reference = reference_losses(model, train_pairs + eval_pairs, config.batch_size)
     penalty_projection = projection if config.off_manifold_penalty > 0 else None
     step_rows: list[dict[str, Any]] = []
     # Epoch 0 (before training) is measured as the reference, but the result is always a
     # trained epoch: the best of epochs 1.., by the selection score on the held-out pairs.
-    epoch_rows = [
-        _evaluate(model, intervention, eval_pairs, config, penalty_projection, 0, prefixes)
-    ]
+    epoch_rows = [_evaluate(model, intervention, eval_pairs, config, penalty_projection, 0, opt)]
     selection = _selection(config.selection, eval_pairs)
     best_score, best_epoch = (-float("inf"), float("inf")), 0
     best_state = copy.deepcopy(intervention.state_dict())
@@ -352,7 +361,7 @@ def train_intervention(
                 steps_bar.set_postfix({k: f"{row[k]:.3f}" for k in _SHOWN})
             intervention.eval()
             evaluation = _evaluate(
-                model, intervention, eval_pairs, config, penalty_projection, epoch, prefixes
+                model, intervention, eval_pairs, config, penalty_projection, epoch, opt
             )
             epoch_rows.append(evaluation)
             score = _score(evaluation, selection)
@@ -396,6 +405,8 @@ class _Optimisation:
     per_epoch: int  # examples per epoch (pairs, twice with subtract)
     total_steps: int
     prefixes: PrefixCache  # states entering the intervention's block, per example row
+    # RePS's reference: the unsteered (loss, length) of each (prompt, answer); None otherwise
+    reference: dict[tuple[str, str], tuple[float, int]] | None = None
 
 
 def _optimisation(
@@ -437,15 +448,17 @@ def _train_epoch(
         train_pairs, [config.multipliers[i] for i in draws.tolist()], config.subtract
     )
     for first in range(0, opt.per_epoch, config.batch_size):
+        rows = examples.take(order[first : first + config.batch_size])
         loss_p, loss_n, _, _, excess = example_losses(
             model,
             intervention,
-            examples.take(order[first : first + config.batch_size]),
+            rows,
             length_normalise=config.length_normalise,
             projection=projection,
             prefixes=opt.prefixes,
         )
-        terms = config.objective.terms(loss_p, loss_n)
+        reference = _reference(opt.reference, rows, config.length_normalise, loss_p)
+        terms = config.objective.terms(loss_p, loss_n, reference)
         loss = terms.total + config.off_manifold_penalty * excess
         opt.optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -465,7 +478,13 @@ def _train_epoch(
 
 @torch.no_grad()  # measured, not trained on: no autograd graph to build and drop
 def _evaluate(
-    model: TransformerBridge, intervention, pairs, config, projection, epoch, prefixes=None
+    model: TransformerBridge,
+    intervention,
+    pairs,
+    config,
+    projection,
+    epoch,
+    opt: _Optimisation | None = None,
 ) -> dict[str, Any]:
     """The objective on ``pairs`` at ±eval_multiplier, and summaries at +eval_multiplier."""
     n = len(pairs)
@@ -480,13 +499,15 @@ def _evaluate(
             examples.take(rows),
             length_normalise=False,
             projection=projection,
-            prefixes=prefixes,
+            prefixes=opt.prefixes if opt is not None else None,
         )
         parts.append(tuple(t.detach().cpu().double().reshape(-1) for t in losses[:4]))
         parts[-1] += (losses[4].detach().cpu().double().reshape(1) * len(rows),)
     loss_p, loss_n, len_p, len_n, excess = (torch.cat(column) for column in zip(*parts))
     scale_p, scale_n = (len_p, len_n) if config.length_normalise else (1.0, 1.0)
-    terms = config.objective.terms(loss_p / scale_p, loss_n / scale_n)
+    table = opt.reference if opt is not None else None
+    reference = _reference(table, examples, config.length_normalise, loss_p)
+    terms = config.objective.terms(loss_p / scale_p, loss_n / scale_n, reference)
     penalty = config.off_manifold_penalty * float(excess.sum()) / len(examples)
     pref, util, defined = preference_utility(loss_p[:n].numpy(), loss_n[:n].numpy())
     positive = [p.positive for p in pairs]
@@ -503,6 +524,20 @@ def _evaluate(
         "mean_util_odds": float(np.nanmean(util)) if defined.any() else float("nan"),
         "util_undefined": int((~defined).sum()),
     }
+
+
+def _reference(table, examples: _Examples, normalise: bool, like: Tensor):
+    """The unsteered (ℓ⁰_preferred, ℓ⁰_opposite) of ``examples`` from RePS's reference table
+    (per token with ``normalise``), as tensors like ``like``; None without a table."""
+    if table is None:
+        return None
+
+    def side(answers: list[str]) -> Tensor:
+        values = [table[(prompt, a)] for prompt, a in zip(examples.prompts, answers)]
+        losses = [loss / length if normalise else loss for loss, length in values]
+        return torch.tensor(losses, dtype=like.dtype, device=like.device)
+
+    return side(examples.preferred), side(examples.opposite)
 
 
 def parameter_groups(intervention: Intervention, learning_rate: float) -> list[dict[str, Any]]:
