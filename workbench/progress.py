@@ -40,6 +40,7 @@ class Stream(Protocol):
     def write(self, text: str, /) -> Any: ...
     def flush(self) -> Any: ...
 
+
 LINE_INTERVAL = 3.0  # seconds between two count lines of one bar
 HEARTBEAT = 5.0  # seconds of silence before the running step is repeated
 
