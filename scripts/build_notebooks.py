@@ -196,7 +196,7 @@ training_figure(result.steps, result.epochs, title="SPLIT, steering vector")""",
         "code",
         """from workbench.report.figures import frontier_figure
 from workbench.training.comparison import ComparisonConfig, run_comparison
-from workbench.training.summary import format_comparison, split_vs_sft, summarise
+from workbench.training.summary import format_comparison, split_versus, summarise
 
 config = ComparisonConfig(
     concepts=("sentiment",), forms=("vector", "lora"), seeds=(0,), layer=LAYER,
@@ -205,7 +205,7 @@ config = ComparisonConfig(
 comparison = run_comparison(model, config, progress=False)
 summary = summarise(comparison.sweeps, n_bootstrap=100)
 display(HTML(summary.to_html(index=False, float_format=lambda v: f"{v:.3g}")))
-display(split_vs_sft(comparison.sweeps, n_bootstrap=100))
+display(split_versus(comparison.sweeps, n_bootstrap=100))
 frontier_figure(comparison.sweeps)""",
     ),
     (

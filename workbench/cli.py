@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_numerics_options(compare)
     _add_memory_option(compare)
     compare.add_argument("--forms", nargs="+", default=["vector", "lora", "local_weight"])
+    compare.add_argument(
+        "--methods", nargs="+", default=None, help="default: every method (see the README)"
+    )
     compare.add_argument("--site", default="block", help="block (the paper's), mlp_out or resid")
     compare.add_argument("--prompt-style", default="auto", help="auto, plain, cue or chat")
     compare.add_argument("--recipe", default="default", help="default or paper")
@@ -142,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--margin", type=float, default=1.0, help="utility margin (nats)")
     compare.add_argument("--bootstrap", type=int, default=1000)
     compare.add_argument("--out", type=Path, default=Path("runs"))
+    compare.add_argument(
+        "--generations",
+        type=int,
+        default=0,
+        help="continue this many held-out prompts per concept under every method (0: none)",
+    )
+    compare.add_argument("--new-tokens", type=int, default=32, help="tokens per continuation")
     baseline = commands.add_parser(
         "baseline",
         parents=[common],
@@ -433,12 +443,13 @@ def _compare(args: argparse.Namespace) -> int:
     from workbench.data.concepts import load_concept
     from workbench.models.loading import load_model
     from workbench.pipelines.compare import FILES, compare_methods
-    from workbench.training.comparison import ComparisonConfig
+    from workbench.training.comparison import METHODS, ComparisonConfig
     from workbench.training.trainer import TrainingConfig
 
     config = ComparisonConfig(  # validates forms, grid and margin before the model loads
         concepts=tuple(args.concepts),
         forms=tuple(args.forms),
+        methods=tuple(args.methods) if args.methods else METHODS,
         seeds=tuple(args.seeds),
         layer=args.layer,
         site=args.site,
@@ -456,7 +467,14 @@ def _compare(args: argparse.Namespace) -> int:
     model = load_model(args.model, **_model_options(args))
     _check_layer(args, model)
     out = args.out / f"compare-{args.model.replace('/', '_')}"
-    report = compare_methods(model, config, out, AnalysisCache(args.out / "cache"))
+    report = compare_methods(
+        model,
+        config,
+        out,
+        AnalysisCache(args.out / "cache"),
+        generations=args.generations,
+        max_new_tokens=args.new_tokens,
+    )
     report.write(out, model)
     print(report.describe(args.model) + f"\ntables: {out}/ ({', '.join(FILES)}, training_*.csv)")
     return 0

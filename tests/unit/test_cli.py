@@ -103,6 +103,12 @@ def test_compare_on_a_persona_concept_prints_balanced_accuracy_and_baselines(tmp
             "optimism",
             "--forms",
             "vector",
+            "--methods",  # the anchors and the clip are covered by the comparison's own tests
+            "diff_of_means",
+            "random",
+            "sft",
+            "split",
+            "reps",
             "--seeds",
             "0",
             "--epochs",
@@ -115,16 +121,31 @@ def test_compare_on_a_persona_concept_prints_balanced_accuracy_and_baselines(tmp
             "8",
             "--bootstrap",
             "10",
+            "--generations",
+            "3",
+            "--new-tokens",
+            "4",
             "--out",
             str(tmp_path),
         ]
     )
     assert code == 0
     out = capsys.readouterr().out
+    assert "generation-level scores" in out
+    generated = pd.read_csv(next(tmp_path.glob("compare-*/generation_summary.csv")))
+    assert {"unsteered", "sft", "split", "reps", "random"} <= set(generated["method"])
+    assert (generated["n_prompts"] == 3).all() and {"score", "probe_accuracy"} <= set(generated)
     assert "balanced accuracy" in out and "| constant Yes |" in out and "| unsteered |" in out
     assert "validation pairs" in out  # the second table: each method at its validated m
     summary = pd.read_csv(next(tmp_path.glob("compare-*/summary.csv")))
     assert {"balanced_accuracy", "answer_mass", "push", "warning"} <= set(summary.columns)
+    assert "trade-off fits" in out and "SPLIT minus SFT and minus RePS" in out
+    versus = pd.read_csv(next(tmp_path.glob("compare-*/split_versus.csv")))
+    assert set(versus["versus"]) == {"sft", "reps"}
+    tradeoff = pd.read_csv(next(tmp_path.glob("compare-*/tradeoff.csv")))
+    assert {"r2_held_out", "paper_r2", "noise_ceiling", "why"} <= set(tradeoff.columns)
+    assert set(tradeoff["curve"]) == {"preference", "utility"}
+    assert next(tmp_path.glob("compare-*/curves-optimism.html")).stat().st_size > 0
 
 
 def test_baseline_reports_the_unsteered_disposition_beside_constant_answers(capsys):

@@ -65,3 +65,38 @@ def test_a_concept_nobody_steers_has_no_frontier():
     table = frontier_table(flat, n_bootstrap=0)
     assert table["flag"].str.startswith("no frontier").all() and "area" not in table
     assert frontier_differences(flat, [("vector", "costly")], n_bootstrap=0).empty
+
+
+def test_preference_at_matched_utility_reads_the_dual_frontier():
+    # free: gain m at no cost; costly: gain m for m nats; cheap: gain m for 0.2·m² nats. Costs
+    # at each method's best gain (m = 2): 0, -2, -0.8; their median is -0.8, so the level is
+    # -0.4: free keeps all of its gain (2), cheap its gain up to m = 1 (1), costly none (0).
+    rng = np.random.default_rng(1)
+    rows = []
+    costs = {"free": lambda m: 0.0, "costly": lambda m: m, "cheap": lambda m: 0.2 * m * m}
+    for pair in range(12):
+        base_p, base_u = rng.normal(), rng.normal()
+        for method, cost in costs.items():
+            for m in (0.0, 0.5, 1.0, 2.0):
+                noise = rng.uniform(0.95, 1.05)
+                rows.append(
+                    dict(
+                        concept="c",
+                        form="vector",
+                        method=method,
+                        pair_id=f"p{pair}",
+                        m=m,
+                        pref_odds=base_p + m * noise,
+                        util_odds=base_u - cost(m) * noise,
+                    )
+                )
+    sweeps = pd.DataFrame(rows)
+    table = frontier_table(sweeps, n_bootstrap=100).set_index("method")
+    assert table["utility_level"].iloc[0] == pytest.approx(-0.4, abs=0.03)
+    assert table.loc["free", "preference_at_match"] == pytest.approx(2.0, abs=0.05)
+    assert table.loc["cheap", "preference_at_match"] == pytest.approx(1.0, abs=0.05)
+    assert table.loc["costly", "preference_at_match"] == pytest.approx(0.0, abs=1e-9)
+    diffs = frontier_differences(sweeps, [("vector", "costly")], n_bootstrap=100)
+    cheap = diffs.set_index("method").loc["cheap"]
+    assert cheap["preference_difference"] == pytest.approx(1.0, abs=0.05)
+    assert cheap["preference_difference_low"] > 0.5

@@ -9,7 +9,7 @@ import torch
 
 from workbench.data.concepts import load_concept
 from workbench.training.comparison import ComparisonConfig, run_comparison
-from workbench.training.summary import format_comparison, split_vs_sft, summarise
+from workbench.training.summary import format_comparison, split_versus, summarise
 from workbench.training.trainer import TrainingConfig
 
 
@@ -68,7 +68,7 @@ def test_summary_statistics_equal_hand_computation():
 
 
 def test_split_minus_sft_is_paired_and_judges_the_claim():
-    claims = split_vs_sft(_sweeps(), trained_m=1.0, utility_margin=1.0, n_bootstrap=200)
+    claims = split_versus(_sweeps(), trained_m=1.0, utility_margin=1.0, n_bootstrap=200)
     row = claims.iloc[0]
     assert row["d_pref_odds"] == pytest.approx(2.25 - 2.5 / 3)
     assert row["d_util_odds"] == pytest.approx(0.5)
@@ -99,7 +99,7 @@ def test_small_real_run_covers_every_method_and_resumes(tiny_llama, tmp_path):
     comparison = run_comparison(tiny_llama, config, out_dir=tmp_path, progress=False)
     sweeps = comparison.sweeps
     methods = sweeps.groupby("form")["method"].unique().map(sorted).to_dict()
-    trained = ["sft", "split", "split_clip_trained", "split_clipped", "split_projected"]
+    trained = ["reps", "sft", "split", "split_clip_trained", "split_clipped", "split_projected"]
     assert methods == {
         "vector": sorted(["diff_of_means", "ids", "random", *trained]),
         "lora": trained,
@@ -107,15 +107,15 @@ def test_small_real_run_covers_every_method_and_resumes(tiny_llama, tmp_path):
         "ace": ["ace"],
     }
     assert set(sweeps["split"]) == {"test"}
-    assert len(comparison.epochs) == 6 * 2  # sft, split, split through the clip × 2 forms
-    assert set(comparison.steps["method"]) == {"sft", "split", "split_clip_trained"}
-    assert len(comparison.interventions) == 15 and comparison.layers == {"sentiment": 1}
+    assert len(comparison.epochs) == 8 * 2  # sft, split, reps, split through the clip × 2 forms
+    assert set(comparison.steps["method"]) == {"sft", "split", "reps", "split_clip_trained"}
+    assert len(comparison.interventions) == 17 and comparison.layers == {"sentiment": 1}
     clip_trained = comparison.interventions[("sentiment", "lora", "split_clip_trained", 0)]
     assert clip_trained.label == "clipped lora"
     # m = 0 is the unsteered model for every method
     at_zero = sweeps[sweeps["m"] == 0].groupby("pair_id")["pref_odds"].agg(["min", "max"])
     assert np.allclose(at_zero["min"], at_zero["max"], atol=1e-4)
-    assert len(list((tmp_path / "artefacts").glob("*.safetensors"))) == 6
+    assert len(list((tmp_path / "artefacts").glob("*.safetensors"))) == 8
     again = run_comparison(tiny_llama, config, out_dir=tmp_path, progress=False)
     pd.testing.assert_frame_equal(sweeps, again.sweeps)
     pd.testing.assert_frame_equal(comparison.steps, again.steps, check_dtype=False)

@@ -60,7 +60,7 @@ def test_study_writes_every_table_and_how_it_was_made(study_dir):
     assert tables >= {
         "sweeps",
         "comparison",
-        "split_vs_sft",
+        "split_versus",
         "fits",
         "layer_sweeps",
         "displacement",
@@ -78,7 +78,7 @@ def test_study_writes_every_table_and_how_it_was_made(study_dir):
         *(
             (form, method)
             for form in ("vector", "lora", "local_weight")
-            for method in ("sft", "split", "split_projected")
+            for method in ("sft", "split", "reps", "split_projected")
         ),
     }
     sweeps = pd.read_csv(study_dir / "tables" / "sweeps.csv")

@@ -14,6 +14,10 @@ every method is read on the same axes:
 - ``target``: the median, over the methods that buy any preference, of their largest gain;
 - ``area``: the mean of y* over x in [0, target] (higher is better: preference bought cheaply);
 - ``utility_at_match``: y*(target / 2), utility at matched preference;
+- ``preference_at_match``: x*(cost / 2), preference at matched utility, where
+  ``x*(y) = max {gain(m) : change(m) ≥ y}`` is the most preference a method buys while
+  keeping at least y of utility change (m = 0 always qualifies, so x* ≥ 0) and ``cost`` is the
+  median, over the methods that buy any preference, of the utility change at their largest gain;
 
 with the floor the lowest change any method reached on the concept. Intervals resample pairs
 (the same resample for every method of a concept, so differences between methods are paired):
@@ -84,13 +88,19 @@ def _frontier(gain: np.ndarray, change: np.ndarray, xs: np.ndarray, floor: float
     return best
 
 
-def _metrics(gains, changes, target: float, floor: float) -> np.ndarray:
-    """[methods, 2]: area and utility at matched preference."""
+def _bought(gain: np.ndarray, change: np.ndarray, level: float) -> float:
+    """x*(level): the largest gain among the points whose utility change is at least level."""
+    keep = np.isfinite(gain) & np.isfinite(change) & (change >= level)
+    return float(gain[keep].max()) if keep.any() else float("nan")
+
+
+def _metrics(gains, changes, target: float, floor: float, cost: float = 0.0) -> np.ndarray:
+    """[methods, 3]: area, utility at matched preference, preference at matched utility."""
     xs = np.linspace(0.0, target, _X_POINTS)
     out = []
     for gain, change in zip(gains, changes):
         frontier = _frontier(gain, change, xs, floor)
-        out.append([frontier.mean(), frontier[_X_POINTS // 2]])
+        out.append([frontier.mean(), frontier[_X_POINTS // 2], _bought(gain, change, cost / 2)])
     return np.array(out)
 
 
@@ -99,16 +109,22 @@ MIN_TARGET = 0.1  # nats of mean PrefOdds: a smaller target gain is read at nois
 SMALL_TARGET = f"target gain below {MIN_TARGET} nats: the frontier is read at noise level"
 
 
-def _axes(curves: _Curves) -> tuple[float, float] | None:
-    """(target gain, floor), or None when no method buys any preference."""
+def _axes(curves: _Curves) -> tuple[float, float, float] | None:
+    """(target gain, floor, cost), or None when no method buys any preference."""
     gains, changes = _points(curves.pref, curves.util)
     with np.errstate(all="ignore"):
-        best = np.nanmax(gains, axis=1)
-    buying = best[np.isfinite(best) & (best > 0)]
-    if not buying.size:
+        best = np.nanmax(np.where(np.isfinite(gains), gains, -np.inf), axis=1)
+    buys = np.isfinite(best) & (best > 0)
+    if not buys.any():
         return None
-    target = float(np.median(buying))
-    return target, float(np.nanmin(changes))
+    target = float(np.median(best[buys]))
+    at_best = [
+        change[np.nanargmax(np.where(np.isfinite(gain), gain, -np.inf))]
+        for gain, change, buying in zip(gains, changes, buys)
+        if buying
+    ]
+    cost = float(np.nanmedian(at_best)) if np.isfinite(at_best).any() else 0.0
+    return target, float(np.nanmin(changes)), min(cost, 0.0)
 
 
 def _with_intervals(
@@ -129,7 +145,8 @@ def _with_intervals(
 
 
 def frontier_table(sweeps: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """One row per concept × form × method: target, area, utility_at_match and intervals."""
+    """One row per concept × form × method: target, area, utility_at_match,
+    preference_at_match and intervals."""
     rows: list[dict] = []
     for concept, group in sweeps.groupby("concept", sort=False):
         curves = _curves(group)
@@ -140,8 +157,8 @@ def frontier_table(sweeps: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0)
                 for form, method in curves.names
             )
             continue
-        target, floor = axes
-        compute = partial(_metrics_of, target=target, floor=floor)
+        target, floor, cost = axes
+        compute = partial(_metrics_of, target=target, floor=floor, cost=cost)
         point, low, high = _with_intervals(curves, compute, n_bootstrap, seed)
         for i, (form, method) in enumerate(curves.names):
             rows.append(
@@ -157,6 +174,10 @@ def frontier_table(sweeps: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0)
                     "utility_at_match": point[i, 1],
                     "utility_at_match_low": low[i, 1],
                     "utility_at_match_high": high[i, 1],
+                    "utility_level": cost / 2,
+                    "preference_at_match": point[i, 2],
+                    "preference_at_match_low": low[i, 2],
+                    "preference_at_match_high": high[i, 2],
                     "n_pairs": curves.pref.shape[1],
                     "flag": SMALL_TARGET if target < MIN_TARGET else "",
                 }
@@ -164,13 +185,17 @@ def frontier_table(sweeps: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0)
     return pd.DataFrame(rows)
 
 
-def _metrics_of(pref: np.ndarray, util: np.ndarray, target: float, floor: float) -> np.ndarray:
-    return _metrics(*_points(pref, util), target, floor)
+def _metrics_of(
+    pref: np.ndarray, util: np.ndarray, target: float, floor: float, cost: float = 0.0
+) -> np.ndarray:
+    return _metrics(*_points(pref, util), target, floor, cost)
 
 
-def _differences_of(pref, util, spots: list[int], target: float, floor: float) -> np.ndarray:
-    metrics = _metrics_of(pref, util, target, floor)  # [methods, 2]
-    return np.stack([metrics - metrics[s] for s in spots])  # [references, methods, 2]
+def _differences_of(
+    pref, util, spots: list[int], target: float, floor: float, cost: float
+) -> np.ndarray:
+    metrics = _metrics_of(pref, util, target, floor, cost)  # [methods, 3]
+    return np.stack([metrics - metrics[s] for s in spots])  # [references, methods, 3]
 
 
 def frontier_differences(
@@ -187,9 +212,9 @@ def frontier_differences(
         present = [r for r in references if r in curves.names]
         if not present or axes is None:
             continue
-        target, floor = axes
+        target, floor, cost = axes
         spots = [curves.names.index(r) for r in present]
-        compute = partial(_differences_of, spots=spots, target=target, floor=floor)
+        compute = partial(_differences_of, spots=spots, target=target, floor=floor, cost=cost)
         point, low, high = _with_intervals(curves, compute, n_bootstrap, seed)
         for r, reference in enumerate(present):
             for i, (form, method) in enumerate(curves.names):
@@ -207,6 +232,9 @@ def frontier_differences(
                         "utility_difference": point[r, i, 1],
                         "utility_difference_low": low[r, i, 1],
                         "utility_difference_high": high[r, i, 1],
+                        "preference_difference": point[r, i, 2],
+                        "preference_difference_low": low[r, i, 2],
+                        "preference_difference_high": high[r, i, 2],
                     }
                 )
     return pd.DataFrame(rows)

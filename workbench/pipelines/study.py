@@ -55,7 +55,7 @@ from workbench.training.comparison import (
     ComparisonConfig,
     run_comparison,
 )
-from workbench.training.summary import choose_multipliers, split_vs_sft, summarise
+from workbench.training.summary import choose_multipliers, split_versus, summarise
 from workbench.training.trainer import TrainingConfig
 
 if TYPE_CHECKING:
@@ -287,7 +287,7 @@ def _compare_methods(run: StudyRun, out: Path, progress: bool, projection) -> Co
         training_steps=comparison.steps,
         comparison=summarise(sweeps, 1.0, margin, n),
         comparison_validated_m=summarise(sweeps, 1.0, margin, n, chosen_m=chosen),
-        split_vs_sft=split_vs_sft(sweeps, 1.0, margin, n),
+        split_versus=split_versus(sweeps, 1.0, margin, n),
     )
     return comparison
 

@@ -1,10 +1,11 @@
 """The answer a study gives, in a few sentences, for the top of its report and its console.
 
 Read from the comparison at each method's m chosen on validation pairs (never on test) and
-from SPLIT minus SFT paired over pairs: does preference move (accuracy, balanced where answers
-repeat, beside the unsteered model and the random direction at equal push), at what cost in
-utility, and does SPLIT beat SFT. Every number carries its 95% interval; a claim is made only
-where the interval supports it, and a flat result is said to be flat.
+from SPLIT minus SFT and RePS paired over pairs: does preference move (accuracy, balanced
+where answers repeat, beside the unsteered model and the random direction at equal push), at
+what cost in utility, and does SPLIT beat SFT and RePS. Every number carries its 95%
+interval; a claim is made only where the interval supports it, and a flat result is said to be
+flat.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import math
 
 import pandas as pd
 
-TRAINED = ("sft", "split")
+TRAINED = ("sft", "split", "reps")
+_NAMES = {"sft": "SFT", "reps": "RePS", "split": "SPLIT"}
 
 
 def _ci(row: pd.Series, name: str, percent: bool = False) -> str:
@@ -35,7 +37,7 @@ def _score_name(validated: pd.DataFrame) -> str:
     return "balanced_accuracy" if has_balanced else "accuracy"
 
 
-def answer_lines(validated: pd.DataFrame, split_vs_sft: pd.DataFrame) -> list[str]:
+def answer_lines(validated: pd.DataFrame, split_versus: pd.DataFrame) -> list[str]:
     """The study's findings as plain sentences (one concept)."""
     score = _score_name(validated)
     label = score.replace("_", " ")
@@ -79,35 +81,33 @@ def answer_lines(validated: pd.DataFrame, split_vs_sft: pd.DataFrame) -> list[st
     )
     for form in dict.fromkeys(steered["form"]):
         trained = steered[(steered["form"] == form) & steered["method"].isin(TRAINED)]
-        if len(trained) == 2:
+        if len(trained) >= 2:
             parts = [
                 f"{m['method']} {_ci(m, score, True)} (UtilOdds {m['util_odds']:+.1f})"
                 for _, m in trained.iterrows()
             ]
             lines.append(f"{form}: " + ", ".join(parts) + ".")
-    lines.extend(_split_lines(split_vs_sft))
-    lines.append(
-        "RePS, the third trained objective of the paper's comparison, is not implemented in "
-        "this version of the workbench."
-    )
+    lines.extend(_split_lines(split_versus))
     return lines
 
 
-def _split_lines(split_vs_sft: pd.DataFrame) -> list[str]:
-    """SPLIT minus SFT per form at the trained m, paired over pairs."""
+def _split_lines(split_versus: pd.DataFrame) -> list[str]:
+    """SPLIT minus SFT and minus RePS per form at the trained m, paired over pairs."""
     lines = []
-    for _, row in split_vs_sft.iterrows():
+    for _, row in split_versus.iterrows():
+        other = str(row.get("versus", "sft"))
         low, high = row.get("d_pref_odds_low"), row.get("d_pref_odds_high")
         if low is None or pd.isna(low):
             judged = "interval undefined"
         elif low > 0:
             judged = "SPLIT prefers more"
         elif high < 0:
-            judged = "SFT prefers more"
+            judged = f"{_NAMES.get(other, other)} prefers more"
         else:
             judged = "no difference the interval supports"
         lines.append(
-            f"SPLIT − SFT ({row['form']}, m = {row['trained_m']:g}): PrefOdds "
+            f"SPLIT − {_NAMES.get(other, other)} ({row['form']}, m = {row['trained_m']:g}): "
+            f"PrefOdds "
             f"{_ci(row, 'd_pref_odds')}, UtilOdds {_ci(row, 'd_util_odds')} nats ({judged})."
         )
     return lines

@@ -27,6 +27,7 @@ METHOD_COLOURS = {
     "random": "#7f7f7f",
     "sft": "#ff7f0e",
     "split": "#2ca02c",
+    "reps": "#aec7e8",
     "split_projected": "#bcbd22",
     "split_clipped": "#17becf",
     "split_clip_trained": "#9467bd",

@@ -39,7 +39,7 @@ def study_page(run: StudyRun) -> Report:
             f"seed {settings.seed}; trained on {settings.train_pairs} pairs for "
             f"{settings.epochs} epoch(s), evaluated on {settings.test_pairs} held-out pairs."
         ),
-        answer=answer_lines(tables["comparison_validated_m"], tables["split_vs_sft"]),
+        answer=answer_lines(tables["comparison_validated_m"], tables["split_versus"]),
     )
     _add_results(report, tables, settings.utility_margin)
     _add_mechanism(report, tables, shift, views)
@@ -104,15 +104,15 @@ def _add_results(report: Report, tables, utility_margin: float) -> None:
         "beside utility; a WARNING marks an accuracy gain explained by answer bias. The best "
         f"preference within {utility_margin} nats of the unsteered utility reads the "
         "whole test sweep and is descriptive only. 95% bootstrap intervals over pairs. Below: "
-        "SPLIT minus SFT, paired over pairs.",
+        "SPLIT minus SFT and minus RePS, paired over pairs.",
         figures=[frontier_figure(sweeps)],
-        tables=[tables["comparison_validated_m"], tables["comparison"], tables["split_vs_sft"]],
+        tables=[tables["comparison_validated_m"], tables["comparison"], tables["split_versus"]],
         captions=[
             "At each method's m chosen on validation pairs: read accuracy (balanced where "
             "answers repeat) against the unsteered and random rows.",
             "At the trained m = 1 for every method.",
-            "SPLIT minus SFT, paired over pairs: preference up with utility no lower is the "
-            "paper's claim.",
+            "SPLIT minus SFT and minus RePS (versus), paired over pairs: preference up with "
+            "utility no lower is the paper's claim.",
         ],
         snippets=[_warnings(tables["comparison"]), _warnings(tables["comparison_validated_m"])],
     )

@@ -20,7 +20,7 @@ The summary reports, per concept × form × method, with 95% bootstrap intervals
   ``utility_margin`` nats of the unsteered mean UtilOdds, and the m that reaches it (this one
   reads the whole test sweep: descriptive, not a held-out choice).
 
-:func:`~workbench.training.summary.split_vs_sft` sets SPLIT against SFT per concept × form
+:func:`~workbench.training.summary.split_versus` sets SPLIT against SFT and RePS per concept × form
 (paired over pairs): the paper's claim is that SPLIT raises preference at equal or better
 utility. The summaries live in :mod:`workbench.training.summary`.
 """

@@ -1,5 +1,5 @@
 """Summaries of a comparison's held-out sweeps: the comparison table with its baselines and
-intervals, SPLIT minus SFT, the multipliers chosen on validation pairs, and Markdown.
+intervals, SPLIT minus SFT and RePS, the multipliers chosen on validation pairs, and Markdown.
 
 Every statistic is per concept × form × method over the test pairs (seeds averaged per pair),
 with 95% percentile bootstrap intervals over pairs (:mod:`workbench.measure.stats`); see
@@ -103,7 +103,7 @@ def _statistics(data: dict[str, np.ndarray], columns: _Columns) -> dict[str, flo
 
 
 def _differences(data: dict[str, np.ndarray], columns: _Columns) -> dict[str, float]:
-    """SPLIT minus SFT, from [pairs, 2·grid] matrices (SPLIT's columns first)."""
+    """SPLIT minus the other method, from [pairs, 2·grid] matrices (SPLIT's columns first)."""
     width = data["pref"].shape[1] // 2
     split = _statistics({k: v[:, :width] if v.ndim == 2 else v for k, v in data.items()}, columns)
     sft = _statistics({k: v[:, width:] if v.ndim == 2 else v for k, v in data.items()}, columns)
@@ -234,14 +234,16 @@ def _constant_rows(concept: str, answers: _Answers, group: pd.DataFrame) -> list
     return rows
 
 
-def split_vs_sft(
+def split_versus(
     sweeps: pd.DataFrame,
     trained_m: float = 1.0,
     utility_margin: float = 1.0,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    others: Sequence[str] = ("sft", "reps"),
 ) -> pd.DataFrame:
-    """SPLIT minus SFT per concept × form, paired over test pairs, with 95% bootstrap CIs.
+    """SPLIT minus each of ``others`` (SFT, RePS) per concept × form, paired over test pairs,
+    with 95% bootstrap CIs; ``versus`` names the other method.
 
     ``holds`` is the paper's claim at the trained m: preference higher (CI above 0) with
     utility equal or better (the utility difference's CI reaches 0 or above).
@@ -249,19 +251,25 @@ def split_vs_sft(
     baseline = _unsteered_utility(sweeps)
     rows = []
     for (concept, form), group in sweeps.groupby(["concept", "form"], sort=False):
-        if not {"sft", "split"} <= set(group["method"]):
-            continue
-        split, grid, answers = _per_pair_data(group[group["method"] == "split"])
-        sft, _, _ = _per_pair_data(group[group["method"] == "sft"])
-        columns = _columns(grid, trained_m, baseline[concept] - utility_margin, answers)
-        data = {
-            k: np.concatenate([split[k], sft[k]], axis=1) if split[k].ndim == 2 else split[k]
-            for k in split
-        }
-        row: dict[str, Any] = {"concept": concept, "form": form, "trained_m": trained_m}
-        row.update(_with_intervals(_differences, data, columns, n_bootstrap, seed))
-        row["holds"] = bool(row["d_pref_odds_low"] > 0 and row["d_util_odds_high"] >= 0)
-        rows.append(row)
+        for other in others:
+            if not {other, "split"} <= set(group["method"]):
+                continue
+            split, grid, answers = _per_pair_data(group[group["method"] == "split"])
+            versus, _, _ = _per_pair_data(group[group["method"] == other])
+            columns = _columns(grid, trained_m, baseline[concept] - utility_margin, answers)
+            data = {
+                k: np.concatenate([split[k], versus[k]], axis=1) if split[k].ndim == 2 else split[k]
+                for k in split
+            }
+            row: dict[str, Any] = {
+                "concept": concept,
+                "form": form,
+                "versus": other,
+                "trained_m": trained_m,
+            }
+            row.update(_with_intervals(_differences, data, columns, n_bootstrap, seed))
+            row["holds"] = bool(row["d_pref_odds_low"] > 0 and row["d_util_odds_high"] >= 0)
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
