@@ -42,6 +42,7 @@ from workbench.manifold.valid import token_activations
 from workbench.measure.scoring import answer_logprobs
 from workbench.measure.stats import pair_bootstrap
 from workbench.measure.text import repetition_rate
+from workbench.progress import bar
 from workbench.steering.forms import Intervention
 from workbench.steering.generation import generate_tokens
 
@@ -150,6 +151,7 @@ def continuation_table(
     decodings: Sequence[str] = ("greedy", "sampled"),
     seed: int = 0,
     lexicon: bool = False,
+    progress: bool = True,
 ) -> pd.DataFrame:
     """One row per pair × steer × decoding: the continuation and its raw scores."""
     if max_new_tokens < 1:
@@ -160,7 +162,7 @@ def continuation_table(
     prompts = [p.prompt for p in pairs]
     others = prompts[1:] + prompts[:1]  # each continuation against the next pair's prompt
     rows = []
-    for steer in steers:
+    for steer in bar(steers, desc="continuations (steers)", enabled=progress):
         applied = [] if steer.intervention is None else [(steer.intervention, steer.m)]
         for decoding in decodings:
             tokens = generate_tokens(
