@@ -14,7 +14,9 @@ from workbench.data.formats import read_pairs
 from workbench.data.pairs import PairDataset
 from workbench.errors import ConfigError
 
-DEFAULT_CONCEPT = "extraversion"  # the study's default concept
+# the study's default concept: the free-text concept on which the measured steering is strongest
+# (persona concepts, on which the embedded models give one answer to every item, are the limit)
+DEFAULT_CONCEPT = "sentiment"
 
 
 def shipped_data() -> Traversable:
