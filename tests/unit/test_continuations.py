@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from workbench.data.concepts import load_concept
+from workbench.data.pairs import visible
 from workbench.measure.continuations import (
     ConceptProbe,
     Steer,
@@ -41,7 +42,9 @@ def test_probe_and_continuations_on_a_tiny_model(tiny_llama):
     table = continuation_table(tiny_llama, test, steers, probe, max_new_tokens=6, lexicon=True)
     assert len(table) == 4 * 2 * 2  # pairs × steers × decodings
     assert set(table["decoding"]) == {"greedy", "sampled"}
-    assert table["probe"].between(0, 1).all() and table["vader"].between(-1, 1).all()
+    written = table["text"].map(visible)  # an empty continuation has no probe score
+    assert table.loc[written, "probe"].between(0, 1).all() and table["probe"][~written].isna().all()
+    assert table["vader"].between(-1, 1).all()
     # relevance is the NLL under another prompt minus the NLL under its own
     row = table.iloc[0]
     prompts = [p.prompt for p in test]

@@ -37,8 +37,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from workbench.data.pairs import ContrastPair, visible
+from workbench.directions.capture import capture_activations
 from workbench.errors import ConfigError
-from workbench.manifold.valid import token_activations
 from workbench.measure.scoring import answer_logprobs
 from workbench.measure.stats import pair_bootstrap
 from workbench.measure.text import repetition_rate
@@ -85,17 +85,30 @@ class ConceptProbe:
     def probability(
         self, model: TransformerBridge, prompts: Sequence[str], texts: Sequence[str]
     ) -> np.ndarray:
-        """P(concept) of each text as a continuation of its prompt."""
-        return self.classifier.predict_proba(_features(model, prompts, texts, self.hook))[:, 1]  # type: ignore[attr-defined]
+        """P(concept) of each text as a continuation of its prompt (NaN for an empty text)."""
+        features = _features(model, prompts, texts, self.hook)
+        defined = np.isfinite(features).all(axis=1)
+        out = np.full(len(texts), np.nan)
+        if defined.any():
+            predict = self.classifier.predict_proba  # type: ignore[attr-defined]
+            out[defined] = predict(features[defined])[:, 1]
+        return out
 
 
 def _features(model, prompts: Sequence[str], texts: Sequence[str], hook: str) -> np.ndarray:
-    acts, owner = token_activations(model, list(prompts), list(texts), [hook])
-    states = acts[hook].double().numpy()
-    sums = np.zeros((len(texts), states.shape[1]))
-    np.add.at(sums, owner, states)
-    counts = np.bincount(owner, minlength=len(texts))[:, None]
-    return sums / np.maximum(counts, 1)
+    """Mean activation over each text's tokens after its prompt (NaN rows for empty texts)."""
+    out = np.full((len(texts), model.cfg.d_model), np.nan)
+    keep = [i for i, t in enumerate(texts) if visible(t)]
+    if keep:
+        pairs = [_scored(i, prompts[i], texts[i]) for i in keep]
+        captured = capture_activations(model, pairs, [hook], sides=("positive",), progress=False)
+        out[keep] = captured.activations[hook].double().numpy()
+    return out
+
+
+def _scored(i: int, prompt: str, text: str) -> ContrastPair:
+    """A pair whose positive answer is the text to score (the negative only has to differ)."""
+    return ContrastPair(f"c{i}", prompt, text, text + " .")
 
 
 def _answer_features(model, pairs: Sequence[ContrastPair], hook: str):
@@ -122,8 +135,7 @@ def continuation_nll(
     keep = [i for i, t in enumerate(texts) if visible(t)]
     if not keep:
         return out
-    # only the positive side is scored; the negative only has to differ from it
-    pairs = [ContrastPair(f"c{i}", prompts[i], texts[i], texts[i] + " .") for i in keep]
+    pairs = [_scored(i, prompts[i], texts[i]) for i in keep]
     total, length = answer_logprobs(model, pairs, "positive", [], batch_size=batch_size)
     out[keep] = -(total.double() / length.clamp(min=1).double()).numpy()
     return out
