@@ -1,6 +1,6 @@
 """A GGUF control vector written by the workbench, loaded by llama.cpp itself: on the packaged
 SmolLM2 (whose GGUF llama.cpp runs directly), greedy text steered by llama.cpp's
-``--control-vector-scaled`` equals the workbench's steered generation with the same vector,
+``--control-vector-scaled`` begins as the workbench's steered generation with the same vector,
 and the vector acts at the layer it was written for.
 
 Needs llama.cpp's ``llama-completion`` (``scripts/build-llama-cpp.sh`` builds it; the test
@@ -24,7 +24,7 @@ from workbench.steering.imported import model_type, read_gguf, write_gguf
 
 pytestmark = pytest.mark.integration
 
-NAME, LAYER, TOKENS = "smollm2-135m-instruct", 15, 12
+NAME, LAYER, TOKENS, PREFIX = "smollm2-135m-instruct", 15, 12, 3
 PROMPT = "I went to the new restaurant last night and"
 FLAGS = ("--temp", "0", "-no-cnv", "--no-warmup", "--simple-io", "-t", "2", "-s", "0")
 
@@ -52,6 +52,10 @@ def _complete(binary: Path, gguf: Path, *extra: str) -> str:
     return run.stdout[len(PROMPT) :].rstrip("\n")
 
 
+def _tokens(model, text: str) -> list[int]:
+    return model.tokenizer(text.strip(), add_special_tokens=False)["input_ids"]
+
+
 def test_llama_cpp_steers_as_the_workbench(llama_cpp, tmp_path):
     model = load_model(NAME, device="cpu")
     gguf = PACKAGED_MODELS[NAME].locate_gguf(tmp_path)
@@ -63,7 +67,11 @@ def test_llama_cpp_steers_as_the_workbench(llama_cpp, tmp_path):
     for m in (-1.0, 1.0):
         ours = generate(model, [PROMPT], [(vector, m)], max_new_tokens=TOKENS)[0]
         theirs = _complete(llama_cpp, gguf, "--control-vector-scaled", f"{path}:{m}")
-        assert theirs.strip() == ours.strip(), (m, theirs, ours)
+        # llama.cpp runs the Q4_1 weights with quantised activations, the workbench their fp32
+        # dequantisation: greedy text agrees until a near-tie between two tokens, which in the
+        # repetitive text of a strong steer can come within a few tokens; the steer's own
+        # tokens (the first PREFIX) must agree, and a wrong layer, sign or scale changes them
+        assert _tokens(model, theirs)[:PREFIX] == _tokens(model, ours)[:PREFIX], (m, theirs, ours)
         texts[m] = theirs
     assert len({unsteered, *texts.values()}) == 3  # each m steers the text somewhere else
     assert unsteered.strip() == generate(model, [PROMPT], max_new_tokens=TOKENS)[0].strip()
