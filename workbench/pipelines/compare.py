@@ -16,8 +16,6 @@ import pandas as pd
 from workbench.analysis_cache import AnalysisCache
 from workbench.artefacts import safe_stem
 from workbench.atomic import write_table, write_text
-from workbench.data.chat import format_prompts
-from workbench.data.concepts import load_concept
 from workbench.hooks.sites import site_hooks
 from workbench.measure.continuations import (
     ConceptProbe,
@@ -172,8 +170,7 @@ def _generations(model, config, comparison, chosen, n_prompts, max_new_tokens) -
     and every intervention of the comparison at its method's validated m."""
     tables = []
     for concept, layer in comparison.layers.items():
-        pairs = format_prompts(model, load_concept(concept), comparison.prompt_styles[concept])
-        sized = pairs.subsample(config.max_train_pairs, config.max_test_pairs)
+        sized = comparison.datasets[concept]  # the pairs the comparison ran on
         hook = site_hooks(config.site, layer)[1]
         probe = ConceptProbe.fit(model, sized.train, sized.test, hook)
         steers = [Steer(concept, "none", "unsteered", 0, None, 0.0)]

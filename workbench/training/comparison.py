@@ -161,6 +161,8 @@ class Comparison:
     validation_sweeps: pd.DataFrame = field(default_factory=pd.DataFrame)
     layer_sweeps: dict[str, pd.DataFrame] = field(default_factory=dict)
     prompt_styles: dict[str, PromptStyle] = field(default_factory=dict)
+    # the pairs each concept ran on: prompts formatted, train and test subsampled
+    datasets: dict[str, PairDataset] = field(default_factory=dict)
 
 
 def run_comparison(
@@ -207,11 +209,14 @@ def run_comparison(
                 for concept, pairs in datasets.items()
             }
     tables, validation_tables, epochs, steps, interventions = [], [], [], [], {}
+    sized_datasets = {
+        c: p.subsample(config.max_train_pairs, config.max_test_pairs)  # answer-balanced
+        for c, p in datasets.items()
+    }
     prefixes = PrefixCache(model)  # states entering the layer, shared by every method
     for seed in config.seeds:  # seed-major, so a cut-short run has whole seeds
-        for concept, pairs in datasets.items():
+        for concept, sized in sized_datasets.items():
             layer = layers[concept]
-            sized = pairs.subsample(config.max_train_pairs, config.max_test_pairs)  # balanced
             train, test = sized.train, sized.test
             fit, validation = validation_split(train, config.validation_fraction, seed)
             setting = _Setting(
@@ -264,6 +269,7 @@ def run_comparison(
         else pd.DataFrame(),
         layer_sweeps=layer_tables,
         prompt_styles=styles,
+        datasets=sized_datasets,
     )
 
 

@@ -251,10 +251,11 @@ def split_versus(
     baseline = _unsteered_utility(sweeps)
     rows = []
     for (concept, form), group in sweeps.groupby(["concept", "form"], sort=False):
-        for other in others:
-            if not {other, "split"} <= set(group["method"]):
-                continue
-            split, grid, answers = _per_pair_data(group[group["method"] == "split"])
+        present = [o for o in others if o in set(group["method"])]
+        if "split" not in set(group["method"]) or not present:
+            continue
+        split, grid, answers = _per_pair_data(group[group["method"] == "split"])
+        for other in present:
             versus, _, _ = _per_pair_data(group[group["method"] == other])
             columns = _columns(grid, trained_m, baseline[concept] - utility_margin, answers)
             data = {
