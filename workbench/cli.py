@@ -121,6 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
     claim.add_argument("--bootstrap", type=int, default=1000)
     claim.add_argument("--seed", type=int, default=0)
     claim.add_argument("--out", type=Path, default=Path("runs"))
+    failure = commands.add_parser(
+        "failure",
+        parents=[common],
+        help="why a persona vector cannot flip answers item by item (probe, shifts, first order)",
+    )
+    failure.add_argument("--concept", default="extraversion", help="a concept whose answers repeat")
+    failure.add_argument("--model", default=DEFAULT_MODEL)
+    _add_numerics_options(failure)
+    failure.add_argument("--layer", type=int, default=None, help="block (default: recommended)")
+    failure.add_argument("--test-pairs", type=int, default=None, help="at most this many")
+    failure.add_argument("--seed", type=int, default=0)
+    failure.add_argument("--out", type=Path, default=Path("runs"))
     compare = commands.add_parser(
         "compare",
         parents=[common],
@@ -202,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             "compare": _compare,
             "grid": _grid,
             "claim": _claim,
+            "failure": _failure,
             "curves": _curves,
             "manifold": _manifold,
             "study": _study,
@@ -408,6 +421,30 @@ def _manifold(args: argparse.Namespace) -> int:
     )
     analysis.write(out)
     print(analysis.describe() + f"\ntables: {out}/ ({', '.join(analysis.files)})")
+    return 0
+
+
+def _failure(args: argparse.Namespace) -> int:
+    from workbench.data.concepts import load_concept
+    from workbench.measure.item_shift import answer_labels
+    from workbench.models.loading import load_model
+    from workbench.pipelines.failure import steering_failure
+
+    pairs = load_concept(args.concept)  # fail on a bad name or free text before the model loads
+    answer_labels([p.positive for p in pairs], [p.negative for p in pairs])
+    model = load_model(args.model, **_model_options(args))
+    _check_layer(args, model)
+    out = args.out / f"failure-{args.model.replace('/', '_')}-{pairs.name}"
+    failure = steering_failure(
+        model,
+        pairs,
+        layer=args.layer,
+        test_pairs=args.test_pairs,
+        seed=args.seed,
+        cache_dir=args.out / "cache",
+    )
+    failure.write(out)
+    print(failure.describe() + f"\ntables: {out}/ (probe.csv, shifts.csv, failure.json, figure)")
     return 0
 
 

@@ -66,6 +66,15 @@ def test_curves_command_on_a_tiny_model(tmp_path, capsys):
     assert list(table["kind"]) == ["preference", "utility"] and (table["layer"] == 1).all()
 
 
+def test_failure_refuses_free_text_before_loading_a_model(monkeypatch, capsys):
+    monkeypatch.setattr(
+        "workbench.models.loading.load_model", lambda *a, **k: pytest.fail("model loaded")
+    )
+    assert cli.main(["failure", "--concept", "sentiment"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("workbench failure: error:") and "exactly two answer strings" in err
+
+
 def test_curves_command_rejects_a_bad_layer_before_sweeping(capsys):
     assert cli.main(["curves", "--model", "tiny-llama", "--layer", "7"]) == 2
     assert "--layer 7 is out of range" in capsys.readouterr().err

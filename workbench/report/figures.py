@@ -539,3 +539,59 @@ def frontier_comparison_figure(sweeps: pd.DataFrame, validated: pd.DataFrame) ->
         figure.update_yaxes(title_text="balanced accuracy", row=row, col=2)
     figure.update_layout(template="plotly_white", height=380 * len(concepts))
     return figure
+
+
+def failure_figure(probe: pd.DataFrame, shifts: pd.DataFrame, answer_auroc: float) -> go.Figure:
+    """Left: per layer, the held-out probe of the items' labels against how far the unsteered
+    answer depends on them. Right: each vector's shift common to all items and toward each
+    item's own answer, per m (from :mod:`workbench.pipelines.failure`'s tables)."""
+    figure = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=(
+            "can the model tell the items apart? (held-out)",
+            "what a vector does to the items' answers",
+        ),
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=probe["layer"],
+            y=probe["probe_auroc"],
+            mode="lines+markers",
+            name="probe of the label, last prompt token (AUROC)",
+            line=dict(color="#2ca02c"),
+        ),
+        row=1,
+        col=1,
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=probe["layer"],
+            y=[answer_auroc] * len(probe),
+            mode="lines",
+            name="the unsteered answer's log-odds (AUROC)",
+            line=dict(color="#000000", dash="dash"),
+        ),
+        row=1,
+        col=1,
+    )
+    for method, rows in shifts.groupby("method", sort=False):
+        colour = method_colour(str(method))
+        for part, dash in (("common", "solid"), ("item_dependent", "dot")):
+            figure.add_trace(
+                go.Scatter(
+                    x=rows["m"],
+                    y=rows[part],
+                    mode="lines+markers",
+                    line=dict(color=colour, dash=dash),
+                    name=html.escape(f"{method}: {part.replace('_', '-')} shift"),
+                ),
+                row=1,
+                col=2,
+            )
+    figure.update_xaxes(title_text="layer (block output)", row=1, col=1)
+    figure.update_yaxes(title_text="AUROC for the label", range=[0.3, 1.02], row=1, col=1)
+    figure.update_xaxes(title_text="m (typical norms)", row=1, col=2)
+    figure.update_yaxes(title_text="shift of the answer log-odds (nats)", row=1, col=2)
+    figure.update_layout(template="plotly_white", height=460)
+    return figure
