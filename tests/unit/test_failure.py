@@ -14,6 +14,7 @@ from workbench.data.concepts import load_concept
 from workbench.data.pairs import PairDataset
 from workbench.measure.sweeps import run_sweep
 from workbench.pipelines.failure import (
+    READOUT_GRID,
     _answer_gradients,
     _labels,
     _needed_shift,
@@ -70,8 +71,12 @@ def test_the_failure_tables_come_from_the_sweeps(tiny_llama, persona, tmp_path):
     )
     assert failure.probe["layer"].tolist() == list(range(tiny_llama.cfg.n_layers))
     assert failure.probe["probe_auroc"].between(0, 1).all()
-    assert set(failure.shifts["method"]) == {"diff_of_means", "random"}
-    assert sorted(failure.shifts["m"].unique()) == [-1.0, 1.0]
+    assert set(failure.shifts["method"]) == {"diff_of_means", "random", "readout"}
+    dm = failure.shifts[failure.shifts["method"] != "readout"]
+    assert sorted(dm["m"].unique()) == [-1.0, 1.0]
+    readout = failure.shifts[failure.shifts["method"] == "readout"]
+    assert sorted(readout["m"]) == sorted(m for m in READOUT_GRID if m != 0)
+    assert (failure.sweeps["method"] == "none").sum() == len(persona.test)
     test = list(persona.test)
     y = _labels(test)
     sweeps = failure.sweeps.set_index("pair_id")
@@ -84,6 +89,9 @@ def test_the_failure_tables_come_from_the_sweeps(tiny_llama, persona, tmp_path):
     first = failure.first_order
     assert first["best_item_gain_per_m"] >= abs(first["diff_of_means_item_gain_per_m"]) - 1e-9
     assert first["diff_of_means_push_norm"] == pytest.approx(first["push_norm"], rel=1e-4)
+    assert first["readout_push_norm"] == pytest.approx(first["push_norm"], rel=1e-4)
+    # the readout vector is fitted on train: on test its item gain is positive but below the best
+    assert 0 < first["readout_item_gain_per_m"] <= first["best_item_gain_per_m"] + 1e-9
     out = failure.write(tmp_path / "failure")
     record = json.loads((out / "failure.json").read_text())
     assert record["provenance"]["pairs_hash"] == persona.content_hash()

@@ -24,6 +24,7 @@ def test_a_shift_of_every_prefodds_is_item_dependent():
     assert out["item_dependent"] == pytest.approx(2.0)
     assert out["item_share"] == pytest.approx(1.0)
     assert out["flipped_to_concept"] == pytest.approx(0.5)  # items 0 and 2 cross zero
+    assert out["balanced_accuracy"] == 1.0  # every item now prefers its concept answer
 
 
 def test_a_push_toward_one_answer_is_common():
@@ -32,6 +33,7 @@ def test_a_push_toward_one_answer_is_common():
     out = shift_decomposition(before, after, Y)
     assert (out["common"], out["item_dependent"], out["residual_sd"]) == (3.0, 0.0, 0.0)
     assert out["flipped_to_concept"] == 0.5 and out["flipped_away"] == 0.5
+    assert out["balanced_accuracy"] == 0.5  # the +1 items all right, the -1 items all wrong
 
 
 def test_the_parts_add_up():

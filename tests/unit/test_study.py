@@ -61,6 +61,7 @@ def test_study_writes_every_table_and_how_it_was_made(study_dir):
         "sweeps",
         "comparison",
         "split_versus",
+        "frontier_differences",
         "fits",
         "layer_sweeps",
         "displacement",

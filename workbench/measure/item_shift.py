@@ -62,7 +62,9 @@ def shift_decomposition(before: np.ndarray, after: np.ndarray, labels: np.ndarra
     Returns ``common``, ``item_dependent``, ``residual_sd`` (nats) and each one's share of the
     mean square of ``Δd`` (``common_share``, ``item_share``, ``residual_share``; they sum to 1
     when the two label groups are the same size), with ``flipped_to_concept`` and
-    ``flipped_away`` (shares of items whose sign of PrefOdds changed each way).
+    ``flipped_away`` (shares of items whose sign of PrefOdds changed each way) and the
+    ``balanced_accuracy`` after (the mean over the two label groups of the share preferring
+    the concept answer).
 
     >>> y = np.array([1.0, 1.0, -1.0, -1.0])
     >>> before = np.array([-1.0, -2.0, 1.0, 2.0])  # d = -1, -2, -1, -2: always the -1 answer
@@ -87,6 +89,9 @@ def shift_decomposition(before: np.ndarray, after: np.ndarray, labels: np.ndarra
         "residual_share": float(np.mean(residual**2) / square),
         "flipped_to_concept": float(np.mean((before <= 0) & (after > 0))),
         "flipped_away": float(np.mean((before > 0) & (after <= 0))),
+        "balanced_accuracy": float(
+            ((after[labels > 0] > 0).mean() + (after[labels < 0] > 0).mean()) / 2
+        ),
     }
 
 

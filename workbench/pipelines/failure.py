@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 FAILURE_GRID = (-4.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 4.0)
+READOUT_GRID = (-0.1, -0.03, -0.01, 0.0, 0.003, 0.01, 0.03, 0.1, 0.3)  # it moves answers fast
+READOUT_ITEMS = 64  # training items whose gradients set the readout vector
 TARGET_ACCURACY = 0.75  # the balanced accuracy an item-dependent shift is asked to reach
 
 
@@ -94,7 +96,7 @@ class Failure:
             f"{self.dependence['auroc']:.2f}, gap {self.dependence['gap']:+.2f} nats, "
             f"spread {self.dependence['spread']:.2f}",
         ]
-        for method, row in at_one.iterrows():
+        for method, row in at_one.drop(index="readout", errors="ignore").iterrows():
             lines.append(
                 f"{method} at m = 1 (layer {self.layer}): common shift {row.common:+.2f}, "
                 f"item-dependent {row.item_dependent:+.2f} nats "
@@ -105,6 +107,15 @@ class Failure:
             f"nats against common {first['best_common_gain_per_m']:.2f}; "
             f"{first['target_accuracy']:.0%} balanced accuracy needs "
             f"{first['needed_item_shift']:.2f} nats, m ≈ {first['needed_m']:.1f}"
+        )
+        readout = self.shifts[self.shifts["method"] == "readout"]
+        curve = ", ".join(
+            f"{row.m:g}: {row.balanced_accuracy:.0%} ({row.item_dependent:+.2f}/{row.common:+.2f})"
+            for row in readout.itertuples()
+        )
+        lines.append(
+            f"readout vector (along ḡ₊ − ḡ₋ of {self.provenance['readout_items']} training "
+            f"items), balanced accuracy (item-dependent/common shift) per m: {curve}"
         )
         return "\n".join(lines)
 
@@ -137,19 +148,27 @@ def steering_failure(
             model, pairs.train, [layer], methods=list(extractors.values()), seed=seed
         )
         vectors = {method: built[layer, name] for method, name in extractors.items()}
-        sweeps = _sweeps(model, test, vectors, multipliers, seed, cache_dir, batch_size)
-    unsteered, y = _pref(sweeps[sweeps.method == "none"], test), labels[1]
+        none = run_sweep(model, test, None, batch_size=batch_size, cache_dir=cache_dir)
+        steered = _sweeps(model, test, vectors, multipliers, seed, cache_dir, batch_size)
+    unsteered, y = _pref(none, test), labels[1]
     with stage("first-order gains", 4, 4):
         scale = _push_norm(model, layer, cache)
         gradients = _answer_gradients(model, test, y, layer, batch_size)
         first = _first_order(gradients, y, unsteered, scale)
-        first.update(_along(gradients, y, vectors["diff_of_means"]))
+        first.update(_along(gradients, y, vectors["diff_of_means"], "diff_of_means"))
+        readout = _readout_vector(model, _balanced(pairs.train, READOUT_ITEMS), layer, cache)
+        first.update(_along(gradients, y, readout, "readout"))
+        vectors = {"readout": readout}
+        swept = _sweeps(model, test, vectors, READOUT_GRID, seed, cache_dir, batch_size)
+    sweeps = pd.concat([none, steered, swept], ignore_index=True)
     provenance = {
         "model": model_provenance(model).to_dict(),
         "concept": pairs.name,
         "pairs_hash": pairs.content_hash(),
         "test_pairs": len(test),
         "multipliers": list(multipliers),
+        "readout_multipliers": list(READOUT_GRID),
+        "readout_items": READOUT_ITEMS,
         "seed": seed,
         "extractor": DEFAULT_EXTRACTOR,
         "site": "block",
@@ -185,8 +204,8 @@ def _pref(table: pd.DataFrame, pairs: Sequence[ContrastPair]) -> np.ndarray:
 
 
 def _sweeps(model, test, vectors, multipliers, seed, cache_dir, batch_size) -> pd.DataFrame:
-    """The unsteered rows and each vector's sweep on ``test`` (its m = 0 rows dropped)."""
-    tables = [run_sweep(model, test, None, batch_size=batch_size, cache_dir=cache_dir)]
+    """Each vector's sweep on ``test``, its m = 0 rows dropped (the unsteered rows hold them)."""
+    tables = []
     for method, vector in vectors.items():
         tables.append(
             run_sweep(
@@ -200,7 +219,7 @@ def _sweeps(model, test, vectors, multipliers, seed, cache_dir, batch_size) -> p
             )
         )
     table = pd.concat(tables, ignore_index=True)
-    return table[(table.method == "none") | (table.m != 0.0)]
+    return table[table.m != 0.0]
 
 
 def _push_norm(model: TransformerBridge, layer: int, cache: AnalysisCache) -> float:
@@ -263,12 +282,36 @@ def _needed_shift(unsteered: np.ndarray, labels: np.ndarray) -> float:
     return float("inf")
 
 
-def _along(gradients: np.ndarray, labels: np.ndarray, vector: SteeringVector) -> dict[str, float]:
-    """DiffMean's own first-order gains per m (its raw vector at m = 1 has norm ``scale``)."""
+def _along(
+    gradients: np.ndarray, labels: np.ndarray, vector: SteeringVector, name: str
+) -> dict[str, float]:
+    """A vector's own first-order gains per m on these items (its raw vector is the m = 1
+    push, of the site's typical norm)."""
     raw = vector.raw_vector.double().cpu().numpy()
     plus, minus = gradients[labels > 0].mean(0), gradients[labels < 0].mean(0)
     return {
-        "diff_of_means_item_gain_per_m": float((plus - minus) @ raw / 2),
-        "diff_of_means_common_gain_per_m": float((plus + minus) @ raw / 2),
-        "diff_of_means_push_norm": float(np.linalg.norm(raw)),
+        f"{name}_item_gain_per_m": float((plus - minus) @ raw / 2),
+        f"{name}_common_gain_per_m": float((plus + minus) @ raw / 2),
+        f"{name}_push_norm": float(np.linalg.norm(raw)),
     }
+
+
+def _balanced(pairs: Sequence[ContrastPair], size: int) -> list[ContrastPair]:
+    """Up to ``size`` items, half of each label, in file order."""
+    pairs = list(pairs)
+    labels = _labels(pairs)
+    half = size // 2
+    chosen = [p for p, y in zip(pairs, labels, strict=True) if y > 0][:half]
+    return chosen + [p for p, y in zip(pairs, labels, strict=True) if y < 0][:half]
+
+
+def _readout_vector(
+    model: TransformerBridge, train: Sequence[ContrastPair], layer: int, cache: AnalysisCache
+) -> SteeringVector:
+    """The vector along ``ḡ₊ − ḡ₋`` of the training items: to first order, the one that moves
+    each item toward its own answer most per unit push (m = 1: the site's typical norm)."""
+    y = _labels(train)
+    gradients = _answer_gradients(model, train, y, layer, batch_size=8)
+    direction = torch.from_numpy(gradients[y > 0].mean(0) - gradients[y < 0].mean(0)).float()
+    scales = cached_site_scales(cache, model, "block", layer)
+    return SteeringVector.along(model, layer, direction, scales, "block", "all")

@@ -39,6 +39,7 @@ from workbench.manifold.displacement import displacement_table, measured_validit
 from workbench.manifold.embedding import ActivationShift, activation_shift, token_projections
 from workbench.manifold.estimator import ActivationManifold
 from workbench.measure.fits import fit_sweep_curve
+from workbench.measure.frontier import frontier_differences
 from workbench.measure.sweeps import SweepLabels, run_sweep
 from workbench.models.loading import model_provenance
 from workbench.progress import bar, say, stage
@@ -288,6 +289,7 @@ def _compare_methods(run: StudyRun, out: Path, progress: bool, projection) -> Co
         comparison=summarise(sweeps, 1.0, margin, n),
         comparison_validated_m=summarise(sweeps, 1.0, margin, n, chosen_m=chosen),
         split_versus=split_versus(sweeps, 1.0, margin, n),
+        frontier_differences=frontier_differences(sweeps, [(form, "split") for form in s.forms], n),
     )
     return comparison
 

@@ -37,8 +37,13 @@ def _score_name(validated: pd.DataFrame) -> str:
     return "balanced_accuracy" if has_balanced else "accuracy"
 
 
-def answer_lines(validated: pd.DataFrame, split_versus: pd.DataFrame) -> list[str]:
-    """The study's findings as plain sentences (one concept)."""
+def answer_lines(
+    validated: pd.DataFrame,
+    split_versus: pd.DataFrame,
+    matched: pd.DataFrame | None = None,
+) -> list[str]:
+    """The study's findings as plain sentences (one concept); ``matched`` is the frontier's
+    paired differences (:func:`~workbench.measure.frontier.frontier_differences`)."""
     score = _score_name(validated)
     label = score.replace("_", " ")
     unsteered = validated[validated["method"] == "unsteered"]
@@ -88,6 +93,33 @@ def answer_lines(validated: pd.DataFrame, split_versus: pd.DataFrame) -> list[st
             ]
             lines.append(f"{form}: " + ", ".join(parts) + ".")
     lines.extend(_split_lines(split_versus))
+    if matched is not None:
+        lines.extend(_matched_lines(matched))
+    return lines
+
+
+def _matched_lines(matched: pd.DataFrame) -> list[str]:
+    """SPLIT minus SFT and minus RePS in preference at matched utility, per form (each method
+    read off its own m sweep; the table holds method − reference, so the sign is turned)."""
+    lines = []
+    for _, row in matched.iterrows():
+        form, other = str(row["form"]), str(row["method"])
+        if other not in ("sft", "reps") or row["reference"] != f"{form}/split":
+            continue
+        value = -row["preference_difference"]
+        low, high = -row["preference_difference_high"], -row["preference_difference_low"]
+        if pd.isna(low) or pd.isna(value):
+            judged = "interval undefined"
+        elif low > 0:
+            judged = "SPLIT prefers more"
+        elif high < 0:
+            judged = f"{_NAMES[other]} prefers more"
+        else:
+            judged = "no difference the interval supports"
+        lines.append(
+            f"SPLIT − {_NAMES[other]} ({form}) at matched utility: preference "
+            f"{value:+.1f} [{low:+.1f}, {high:+.1f}] nats ({judged})."
+        )
     return lines
 
 

@@ -543,39 +543,37 @@ def frontier_comparison_figure(sweeps: pd.DataFrame, validated: pd.DataFrame) ->
 
 def failure_figure(probe: pd.DataFrame, shifts: pd.DataFrame, answer_auroc: float) -> go.Figure:
     """Left: per layer, the held-out probe of the items' labels against how far the unsteered
-    answer depends on them. Right: each vector's shift common to all items and toward each
-    item's own answer, per m (from :mod:`workbench.pipelines.failure`'s tables)."""
+    answer depends on them. Middle and right: each vector's shift common to all items and
+    toward each item's own answer, and the balanced accuracy, per m; the readout vector (the
+    first-order best, which moves answers at far smaller m) on its own axes. From
+    :mod:`workbench.pipelines.failure`'s tables."""
     figure = make_subplots(
         rows=1,
-        cols=2,
+        cols=3,
         subplot_titles=(
-            "can the model tell the items apart? (held-out)",
-            "what a vector does to the items' answers",
+            "can the model tell the items apart?",
+            "what DiffMean and random do",
+            "what the readout vector does",
         ),
+        specs=[[{}, {"secondary_y": True}, {"secondary_y": True}]],
     )
-    figure.add_trace(
-        go.Scatter(
-            x=probe["layer"],
-            y=probe["probe_auroc"],
-            mode="lines+markers",
-            name="probe of the label, last prompt token (AUROC)",
-            line=dict(color="#2ca02c"),
-        ),
-        row=1,
-        col=1,
-    )
-    figure.add_trace(
-        go.Scatter(
-            x=probe["layer"],
-            y=[answer_auroc] * len(probe),
-            mode="lines",
-            name="the unsteered answer's log-odds (AUROC)",
-            line=dict(color="#000000", dash="dash"),
-        ),
-        row=1,
-        col=1,
-    )
+    for name, values, dash, colour in (
+        ("probe of the label, last prompt token", probe["probe_auroc"], "solid", "#2ca02c"),
+        ("the unsteered answer's log-odds", [answer_auroc] * len(probe), "dash", "#000000"),
+    ):
+        figure.add_trace(
+            go.Scatter(
+                x=probe["layer"],
+                y=values,
+                mode="lines+markers",
+                name=f"{name} (AUROC)",
+                line=dict(color=colour, dash=dash),
+            ),
+            row=1,
+            col=1,
+        )
     for method, rows in shifts.groupby("method", sort=False):
+        col = 3 if method == "readout" else 2
         colour = method_colour(str(method))
         for part, dash in (("common", "solid"), ("item_dependent", "dot")):
             figure.add_trace(
@@ -587,11 +585,27 @@ def failure_figure(probe: pd.DataFrame, shifts: pd.DataFrame, answer_auroc: floa
                     name=html.escape(f"{method}: {part.replace('_', '-')} shift"),
                 ),
                 row=1,
-                col=2,
+                col=col,
             )
+        figure.add_trace(
+            go.Scatter(
+                x=rows["m"],
+                y=rows["balanced_accuracy"],
+                mode="markers",
+                marker=dict(color=colour, symbol="x"),
+                name=html.escape(f"{method}: balanced accuracy"),
+            ),
+            row=1,
+            col=col,
+            secondary_y=True,
+        )
     figure.update_xaxes(title_text="layer (block output)", row=1, col=1)
     figure.update_yaxes(title_text="AUROC for the label", range=[0.3, 1.02], row=1, col=1)
-    figure.update_xaxes(title_text="m (typical norms)", row=1, col=2)
-    figure.update_yaxes(title_text="shift of the answer log-odds (nats)", row=1, col=2)
-    figure.update_layout(template="plotly_white", height=460)
+    for col in (2, 3):
+        figure.update_xaxes(title_text="m (typical norms)", row=1, col=col)
+        figure.update_yaxes(title_text="shift of the answer log-odds (nats)", row=1, col=col)
+        figure.update_yaxes(
+            title_text="balanced accuracy", range=[0, 1], row=1, col=col, secondary_y=True
+        )
+    figure.update_layout(template="plotly_white", height=480)
     return figure

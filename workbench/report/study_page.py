@@ -39,7 +39,11 @@ def study_page(run: StudyRun) -> Report:
             f"seed {settings.seed}; trained on {settings.train_pairs} pairs for "
             f"{settings.epochs} epoch(s), evaluated on {settings.test_pairs} held-out pairs."
         ),
-        answer=answer_lines(tables["comparison_validated_m"], tables["split_versus"]),
+        answer=answer_lines(
+            tables["comparison_validated_m"],
+            tables["split_versus"],
+            tables.get("frontier_differences"),
+        ),
     )
     _add_results(report, tables, settings.utility_margin)
     _add_mechanism(report, tables, shift, views)
@@ -106,13 +110,26 @@ def _add_results(report: Report, tables, utility_margin: float) -> None:
         "whole test sweep and is descriptive only. 95% bootstrap intervals over pairs. Below: "
         "SPLIT minus SFT and minus RePS, paired over pairs.",
         figures=[frontier_figure(sweeps)],
-        tables=[tables["comparison_validated_m"], tables["comparison"], tables["split_versus"]],
+        tables=[
+            tables["comparison_validated_m"],
+            tables["comparison"],
+            tables["split_versus"],
+            *([tables["frontier_differences"]] if "frontier_differences" in tables else []),
+        ],
         captions=[
             "At each method's m chosen on validation pairs: read accuracy (balanced where "
             "answers repeat) against the unsteered and random rows.",
             "At the trained m = 1 for every method.",
             "SPLIT minus SFT and minus RePS (versus), paired over pairs: preference up with "
             "utility no lower is the paper's claim.",
+            *(
+                [
+                    "Each method minus SPLIT of its form, read off each one's own m sweep: "
+                    "preference at matched utility (negative: SPLIT prefers more)."
+                ]
+                if "frontier_differences" in tables
+                else []
+            ),
         ],
         snippets=[_warnings(tables["comparison"]), _warnings(tables["comparison_validated_m"])],
     )
