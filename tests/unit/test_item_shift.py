@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from workbench.errors import ConfigError
-from workbench.measure.item_shift import answer_dependence, answer_labels, shift_decomposition
+from workbench.measure.item_shift import (
+    answer_dependence,
+    answer_labels,
+    shift_decomposition,
+    shift_intervals,
+)
 
 Y = np.array([1.0, 1.0, -1.0, -1.0])
 
@@ -65,3 +70,16 @@ def test_bad_input_is_named():
         answer_dependence(np.zeros(2), np.ones(2))
     with pytest.raises(ConfigError, match="must be 1-D, equal"):
         shift_decomposition(np.zeros(3), np.zeros(4), Y)
+
+
+def test_intervals_hold_the_estimate_and_shrink_to_it_without_noise():
+    rng = np.random.default_rng(1)
+    y = np.repeat([1.0, -1.0], 40)
+    before = rng.normal(size=80)
+    after = before + y * (2.0 + 0.5 * y + rng.normal(scale=0.3, size=80))  # c = 2, s = 0.5
+    point, interval = shift_decomposition(before, after, y), shift_intervals(before, after, y)
+    for name in ("common", "item_dependent"):
+        assert interval[f"{name}_low"] < point[name] < interval[f"{name}_high"]
+    assert interval["item_dependent_low"] > 0.3 and interval["common_low"] > 1.8
+    exact = shift_intervals(before, before + y * 2.0, y, n_bootstrap=50)
+    assert exact["common_low"] == pytest.approx(2.0) and exact["common_high"] == pytest.approx(2.0)

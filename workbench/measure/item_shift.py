@@ -95,6 +95,32 @@ def shift_decomposition(before: np.ndarray, after: np.ndarray, labels: np.ndarra
     }
 
 
+def shift_intervals(
+    before: np.ndarray,
+    after: np.ndarray,
+    labels: np.ndarray,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """95% percentile intervals of ``common`` and ``item_dependent`` over items, resampled
+    within each label group (so both groups keep their sizes): ``common_low`` … ``_high``."""
+    before, labels = _checked(before, labels)
+    after, _ = _checked(after, labels)
+    delta = labels * (after - before)
+    rng = np.random.default_rng(seed)
+    groups = [delta[labels > 0], delta[labels < 0]]
+    means = np.stack(
+        [g[rng.integers(0, len(g), (n_bootstrap, len(g)))].mean(1) for g in groups], axis=1
+    )
+    parts = {"common": means.sum(1) / 2, "item_dependent": (means[:, 0] - means[:, 1]) / 2}
+    out = {}
+    for name, values in parts.items():
+        out[f"{name}_low"], out[f"{name}_high"] = (
+            float(q) for q in np.quantile(values, [0.025, 0.975])
+        )
+    return out
+
+
 def _checked(values: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     values, labels = np.asarray(values, dtype=float), np.asarray(labels, dtype=float)
     if values.shape != labels.shape or values.ndim != 1:

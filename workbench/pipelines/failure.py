@@ -35,7 +35,12 @@ from workbench.data.concepts import load_concept
 from workbench.data.pairs import ContrastPair, PairDataset
 from workbench.directions.statement_probe import statement_probe
 from workbench.errors import ConfigError
-from workbench.measure.item_shift import answer_dependence, answer_labels, shift_decomposition
+from workbench.measure.item_shift import (
+    answer_dependence,
+    answer_labels,
+    shift_decomposition,
+    shift_intervals,
+)
 from workbench.measure.sweeps import SweepLabels, run_sweep
 from workbench.models.loading import model_provenance
 from workbench.progress import stage
@@ -80,7 +85,7 @@ class Failure:
         }
         write_text(out / "failure.json", json.dumps(record, indent=2, allow_nan=True))
         figure = failure_figure(self.probe, self.shifts, self.dependence["auroc"])
-        write_text(out / "failure.html", figure.to_html(include_plotlyjs="cdn"))
+        figure.write_html(out / "failure.html", include_plotlyjs=True)  # offline
         return out
 
     def describe(self) -> str:
@@ -183,7 +188,12 @@ def _shift_table(sweeps: pd.DataFrame, test, unsteered: np.ndarray, y: np.ndarra
     steered = sweeps[sweeps.method != "none"].sort_values(["method", "m"]).groupby(["method", "m"])
     return pd.DataFrame(
         [
-            {"method": method, "m": m, **shift_decomposition(unsteered, _pref(rows, test), y)}
+            {
+                "method": method,
+                "m": m,
+                **shift_decomposition(unsteered, _pref(rows, test), y),
+                **shift_intervals(unsteered, _pref(rows, test), y),
+            }
             for (method, m), rows in steered
         ]
     )
