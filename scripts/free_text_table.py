@@ -4,7 +4,8 @@
         --out results/free_text.csv
 
 Each folder is what ``workbench compare`` wrote (``summary.csv``, ``summary_validated_m.csv``,
-``frontier.csv``, ``frontier_differences.csv``, ``split_versus.csv``, ``comparison.json``).
+``frontier.csv``, ``frontier_differences.csv``, ``split_versus.csv``, ``comparison.json`` and,
+where present, ``tradeoff.csv``).
 Every row says how it was made (the seeds, pairs and epochs from that folder's
 ``comparison.json``), so a table built over several runs stays legible. The markdown table
 printed is the README's.
@@ -138,6 +139,37 @@ def markdown(table: pd.DataFrame, diffs: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def tradeoff(folder: Path) -> pd.DataFrame:
+    """Held-out R² of the preference and utility fits, one row per method × form."""
+    table = pd.read_csv(folder / "tradeoff.csv")
+    wide = table.pivot_table(
+        index=KEYS, columns="curve", values=["r2_held_out", "noise_ceiling"], aggfunc="first"
+    )
+    wide.columns = [f"{value}_{curve}" for value, curve in wide.columns]
+    why = table.pivot_table(index=KEYS, columns="curve", values="why", aggfunc="first")
+    why.columns = [f"why_{curve}" for curve in why.columns]
+    return wide.join(why).reset_index().assign(made_by=_made_by(folder))
+
+
+def tradeoff_markdown(table: pd.DataFrame) -> str:
+    def r2(row: pd.Series, curve: str) -> str:
+        value = row.get(f"r2_held_out_{curve}")
+        if value is None or pd.isna(value):
+            return "flat"
+        return f"{value:.2f} ({row[f'noise_ceiling_{curve}']:.2f})"
+
+    lines = [
+        "| concept | form | method | preference R² (ceiling) | utility R² (ceiling) |",
+        "|---|---|---|---|---|",
+    ]
+    for _, row in table.iterrows():
+        lines.append(
+            f"| {row['concept']} | {row['form'].replace('_', ' ')} | {row['method']} "
+            f"| {r2(row, 'preference')} | {r2(row, 'utility')} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path)
@@ -148,6 +180,11 @@ def main() -> None:
     table.to_csv(args.out, index=False)
     diffs.to_csv(args.out.with_name(args.out.stem + "_split_differences.csv"), index=False)
     print(markdown(table, diffs))
+    fits = [tradeoff(f) for f in args.folders if (f / "tradeoff.csv").is_file()]
+    if fits:
+        fitted = pd.concat(fits, ignore_index=True)
+        fitted.to_csv(args.out.with_name(args.out.stem + "_tradeoff.csv"), index=False)
+        print("\n" + tradeoff_markdown(fitted))
 
 
 if __name__ == "__main__":

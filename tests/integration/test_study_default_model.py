@@ -23,6 +23,8 @@ def test_study_on_gemma_steers_sentiment_and_reports(tmp_path, capsys):
         "6",
         "--bootstrap",
         "20",
+        "--epochs",
+        "1",
         "--no-umap",
         "--out",
         str(tmp_path),

@@ -172,3 +172,16 @@ def test_baseline_reports_the_unsteered_disposition_beside_constant_answers(caps
     assert row["n_pairs"] == 24 and row["prompt_style"] == "plain"
     assert np.isnan(row["balanced_accuracy"]) and 0 <= row["accuracy"] <= 1
     assert cli.main(["baseline", "--model", "tiny-llama", "--split", "dev"]) == 2
+
+
+def test_study_command_defaults_are_the_settings_defaults():
+    from workbench.pipelines.study import StudySettings
+
+    args = cli.build_parser().parse_args(["study"])
+    defaults = StudySettings()
+    assert tuple(args.forms) == defaults.forms
+    assert (args.epochs, args.train_pairs, args.test_pairs) == (
+        defaults.epochs,
+        defaults.train_pairs,
+        defaults.test_pairs,
+    )

@@ -33,6 +33,12 @@ def folder(tmp_path_factory):
         "6",
         "--bootstrap",
         "10",
+        "--forms",
+        "vector",
+        "lora",
+        "local_weight",
+        "--epochs",
+        "1",
         "--out",
         str(out),
     ]

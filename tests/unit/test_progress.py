@@ -61,7 +61,7 @@ def test_disabled_bars_and_quiet_mode_write_nothing():
 
 STUDY = [
     "study", "--model", "tiny-llama", "--concept", "sentiment", "--forms", "vector",
-    "--train-pairs", "8", "--test-pairs", "4", "--no-umap", "--bootstrap", "5",
+    "--train-pairs", "8", "--test-pairs", "4", "--no-umap", "--bootstrap", "5", "--epochs", "1",
 ]  # fmt: skip
 
 

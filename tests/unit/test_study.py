@@ -42,6 +42,12 @@ def study_dir(tmp_path_factory):
         "6",
         "--bootstrap",
         "20",
+        "--forms",
+        "vector",
+        "lora",
+        "local_weight",
+        "--epochs",
+        "1",
         "--out",
         str(out),
     ]
