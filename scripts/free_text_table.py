@@ -152,21 +152,26 @@ def tradeoff(folder: Path) -> pd.DataFrame:
 
 
 def tradeoff_markdown(table: pd.DataFrame) -> str:
+    """One row per form × method, the held-out R² of both fits per concept."""
+
     def r2(row: pd.Series, curve: str) -> str:
         value = row.get(f"r2_held_out_{curve}")
-        if value is None or pd.isna(value):
-            return "flat"
-        return f"{value:.2f} ({row[f'noise_ceiling_{curve}']:.2f})"
+        return "flat" if value is None or pd.isna(value) else f"{value:.2f}"
 
+    concepts = list(dict.fromkeys(table["concept"]))
     lines = [
-        "| concept | form | method | preference R² (ceiling) | utility R² (ceiling) |",
-        "|---|---|---|---|---|",
+        "| form | method | " + " | ".join(f"{c}: preference / utility" for c in concepts) + " |",
+        "|---|---|" + "---|" * len(concepts),
     ]
-    for _, row in table.iterrows():
-        lines.append(
-            f"| {row['concept']} | {row['form'].replace('_', ' ')} | {row['method']} "
-            f"| {r2(row, 'preference')} | {r2(row, 'utility')} |"
-        )
+    for (form, method), rows in table.groupby(["form", "method"], sort=False):
+        by_concept = rows.set_index("concept")
+        cells = [
+            f"{r2(by_concept.loc[c], 'preference')} / {r2(by_concept.loc[c], 'utility')}"
+            if c in by_concept.index
+            else "–"
+            for c in concepts
+        ]
+        lines.append(f"| {form.replace('_', ' ')} | {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

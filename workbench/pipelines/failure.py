@@ -111,7 +111,7 @@ class Failure:
             f"first order, best vector per m: item-dependent {first['best_item_gain_per_m']:.2f} "
             f"nats against common {first['best_common_gain_per_m']:.2f}; "
             f"{first['target_accuracy']:.0%} balanced accuracy needs "
-            f"{first['needed_item_shift']:.2f} nats, m ≈ {first['needed_m']:.1f}"
+            f"{first['needed_item_shift']:.2f} nats, m ≈ {first['needed_m']:.2g}"
         )
         readout = self.shifts[self.shifts["method"] == "readout"]
         curve = ", ".join(
