@@ -25,6 +25,8 @@ def test_study_on_gemma_steers_sentiment_and_reports(tmp_path, capsys):
         "20",
         "--epochs",
         "1",
+        "--forms",
+        "vector",  # what it asserts is read off the vector form (the slowest test in CI)
         "--no-umap",
         "--out",
         str(tmp_path),
