@@ -246,6 +246,15 @@ def _check_layer(args: argparse.Namespace, model: TransformerBridge) -> None:
         check_layer(model, args.layer, "--layer")
 
 
+def _loaded(args: argparse.Namespace) -> TransformerBridge:
+    """The model of ``--model`` with its numerics options, ``--layer`` checked against it."""
+    from workbench.models.loading import load_model
+
+    model = load_model(args.model, **_model_options(args))
+    _check_layer(args, model)
+    return model
+
+
 def _baseline(args: argparse.Namespace) -> int:
     from workbench.data.concepts import load_concept
     from workbench.measure.unsteered import format_baselines, unsteered_baselines
@@ -400,14 +409,12 @@ def _curves(args: argparse.Namespace) -> int:
 
 def _manifold(args: argparse.Namespace) -> int:
     from workbench.data.concepts import load_concept
-    from workbench.models.loading import load_model
     from workbench.pipelines.manifold import SPLITS, manifold_analysis
 
     if args.split not in SPLITS:
         raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {args.split!r}")
     datasets = {c: load_concept(c) for c in args.concepts}  # fail before the model loads
-    model = load_model(args.model, **_model_options(args))
-    _check_layer(args, model)
+    model = _loaded(args)
     out = args.out / f"manifold-{args.model.replace('/', '_')}"
     analysis = manifold_analysis(
         model,
@@ -427,13 +434,11 @@ def _manifold(args: argparse.Namespace) -> int:
 def _failure(args: argparse.Namespace) -> int:
     from workbench.data.concepts import load_concept
     from workbench.measure.item_shift import answer_labels
-    from workbench.models.loading import load_model
     from workbench.pipelines.failure import steering_failure
 
     pairs = load_concept(args.concept)  # fail on a bad name or free text before the model loads
     answer_labels([p.positive for p in pairs], [p.negative for p in pairs])
-    model = load_model(args.model, **_model_options(args))
-    _check_layer(args, model)
+    model = _loaded(args)
     out = args.out / f"failure-{args.model.replace('/', '_')}-{pairs.name}"
     failure = steering_failure(
         model,
