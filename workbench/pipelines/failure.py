@@ -161,7 +161,8 @@ def steering_failure(
         gradients = _answer_gradients(model, test, y, layer, batch_size)
         first = _first_order(gradients, y, unsteered, scale)
         first.update(_along(gradients, y, vectors["diff_of_means"], "diff_of_means"))
-        readout = _readout_vector(model, _balanced(pairs.train, READOUT_ITEMS), layer, cache)
+        train = _balanced(pairs.train, READOUT_ITEMS)
+        readout = _readout_vector(model, train, layer, cache, batch_size)
         first.update(_along(gradients, y, readout, "readout"))
         vectors = {"readout": readout}
         swept = _sweeps(model, test, vectors, READOUT_GRID, seed, cache_dir, batch_size)
@@ -316,12 +317,16 @@ def _balanced(pairs: Sequence[ContrastPair], size: int) -> list[ContrastPair]:
 
 
 def _readout_vector(
-    model: TransformerBridge, train: Sequence[ContrastPair], layer: int, cache: AnalysisCache
+    model: TransformerBridge,
+    train: Sequence[ContrastPair],
+    layer: int,
+    cache: AnalysisCache,
+    batch_size: int,
 ) -> SteeringVector:
     """The vector along ``ḡ₊ − ḡ₋`` of the training items: to first order, the one that moves
     each item toward its own answer most per unit push (m = 1: the site's typical norm)."""
     y = _labels(train)
-    gradients = _answer_gradients(model, train, y, layer, batch_size=8)
+    gradients = _answer_gradients(model, train, y, layer, batch_size)
     direction = torch.from_numpy(gradients[y > 0].mean(0) - gradients[y < 0].mean(0)).float()
     scales = cached_site_scales(cache, model, "block", layer)
     return SteeringVector.along(model, layer, direction, scales, "block", "all")
